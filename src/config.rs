@@ -1,0 +1,344 @@
+//! Configuration: the embedded defaults (`deploy/provisiond.toml`), a file, environment and
+//! flags, merged in that order and validated in one place. Every limit lives here.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default configuration file, shipped as `deploy/provisiond.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../deploy/provisiond.toml");
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config value {key}: {reason}")]
+    Invalid {
+        /// The key, dotted.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Bind address of every listener.
+    pub bind: IpAddr,
+    /// Admin token, if configured.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Graceful stop deadline.
+    pub shutdown_timeout_ms: u64,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// The sharded engine.
+    pub engine: EngineConfig,
+    /// RocksDB.
+    pub store: StoreConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("bind", &self.bind)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("http", &self.http)
+            .field("engine", &self.engine)
+            .field("store", &self.store)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Port (0 = any).
+    pub port: u16,
+    /// Body limit of `/api/v1/provision`.
+    pub max_body_bytes: usize,
+    /// Connection limit per worker.
+    pub max_connections_per_worker: usize,
+    /// Worker threads (0 = cores).
+    pub workers: usize,
+    /// Keep-alive idle timeout.
+    pub keep_alive_s: u16,
+}
+
+/// `[engine]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Shard threads (0 = cores).
+    pub shards: u16,
+    /// Mailbox capacity per shard.
+    pub mailbox_capacity: usize,
+    /// Messages per group commit.
+    pub max_batch: usize,
+    /// Wait for mailbox room.
+    pub enqueue_timeout_ms: u64,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Sync the WAL per batch.
+    pub sync_writes: bool,
+    /// Block cache size.
+    pub block_cache_bytes: usize,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// tracing filter directive.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Values given on the command line or in the environment; `None` leaves the file's value.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data-dir` / `PROVISIOND_DATA_DIR`
+    pub data_dir: Option<PathBuf>,
+    /// `--bind` / `PROVISIOND_BIND`
+    pub bind: Option<IpAddr>,
+    /// `--http-port` / `PROVISIOND_HTTP_PORT`
+    pub http_port: Option<u16>,
+    /// `--shards` / `PROVISIOND_SHARDS`
+    pub shards: Option<u16>,
+    /// `PROVISIOND_ADMIN_TOKEN`
+    pub admin_token: Option<String>,
+    /// `--log-format` / `PROVISIOND_LOG_FORMAT`
+    pub log_format: Option<LogFormat>,
+    /// `--sync-writes` / `PROVISIOND_SYNC_WRITES`
+    pub sync_writes: Option<bool>,
+}
+
+impl Config {
+    /// The built-in defaults.
+    pub fn defaults() -> Config {
+        toml::from_str(DEFAULT_TOML).expect("the embedded default configuration is valid")
+    }
+
+    /// Defaults, then `file` (if any), then `overrides`; validated.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_TOML).expect("the embedded default configuration is valid");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                reason: e.message().to_string(),
+            })?;
+            merge(&mut merged, table);
+        }
+        let mut config: Config =
+            merged
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file.map(Path::to_path_buf).unwrap_or_default(),
+                    reason: e.message().to_string(),
+                })?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = o.bind {
+            self.bind = v;
+        }
+        if let Some(v) = o.http_port {
+            self.http.port = v;
+        }
+        if let Some(v) = o.shards {
+            self.engine.shards = v;
+        }
+        if let Some(v) = &o.admin_token {
+            self.admin_token = Some(v.clone());
+        }
+        if let Some(v) = o.log_format {
+            self.log.format = v;
+        }
+        if let Some(v) = o.sync_writes {
+            self.store.sync_writes = v;
+        }
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least(key: &'static str, value: usize, min: usize) -> Result<(), ConfigError> {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be at least {min}, got {value}"),
+                });
+            }
+            Ok(())
+        }
+        at_least("http.max_body_bytes", self.http.max_body_bytes, 256)?;
+        at_least(
+            "http.max_connections_per_worker",
+            self.http.max_connections_per_worker,
+            1,
+        )?;
+        at_least("engine.mailbox_capacity", self.engine.mailbox_capacity, 1)?;
+        at_least("engine.max_batch", self.engine.max_batch, 1)?;
+        if self.engine.shards > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "engine.shards",
+                reason: format!("must be at most 1024, got {}", self.engine.shards),
+            });
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            return Err(ConfigError::Invalid {
+                key: "admin_token",
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Shard count with 0 resolved to the core count.
+    pub fn shard_count(&self) -> u16 {
+        match self.engine.shards {
+            0 => cores() as u16,
+            n => n,
+        }
+    }
+
+    /// HTTP workers with 0 resolved to the core count.
+    pub fn http_workers(&self) -> usize {
+        match self.http.workers {
+            0 => cores(),
+            n => n,
+        }
+    }
+
+    /// Enqueue timeout as a duration.
+    pub fn enqueue_timeout(&self) -> Duration {
+        Duration::from_millis(self.engine.enqueue_timeout_ms)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, other values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid_and_match_spec_ports() {
+        let config = Config::defaults();
+        config.validate().unwrap();
+        assert_eq!(config.http.port, 8080);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.store.sync_writes);
+    }
+
+    #[test]
+    fn file_then_overrides_take_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[http]\nport = 9000\nmax_body_bytes = 1024\n").unwrap();
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.http.port, 9000);
+        assert_eq!(config.http.max_body_bytes, 1024);
+        assert_eq!(config.http.workers, 0, "untouched keys keep their defaults");
+        let overrides = Overrides {
+            http_port: Some(9100),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(Some(&path), &overrides).unwrap().http.port,
+            9100
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[http]\nprot = 1\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+        std::fs::write(&path, "[engine]\nmax_batch = 0\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("engine.max_batch"), "{err}");
+        let missing = Config::load(Some(Path::new("/nonexistent.toml")), &Overrides::default());
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}

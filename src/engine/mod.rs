@@ -1,0 +1,364 @@
+//! The sharded provisioning core: routes each request to the shard that owns its device name,
+//! coordinates credentials claims across shards, and hands back the outcome once it is durable.
+//! No sockets, no wire formats.
+
+pub mod credentials;
+pub mod profile;
+pub mod provision;
+pub mod route;
+mod shard;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::credentials::generate_alphanumeric;
+use self::profile::{ProfileError, ProfileRegistry};
+use self::provision::{Claim, ProvisionError, Request, authenticate, requested_id, resolve_name};
+use self::route::{Router, ShardId};
+use self::shard::{ClaimInput, Release, Reservation, Shard, ShardLimits, ShardMsg};
+use crate::metrics as m;
+use crate::store::record::{Credentials, DeviceRecord, ProfileRecord};
+use crate::store::{Store, StoreError};
+
+pub use self::shard::now_ms;
+
+/// Engine tuning (from `config::EngineConfig`).
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    /// Number of shard threads.
+    pub shards: u16,
+    /// Capacity of each shard's mailbox.
+    pub mailbox_capacity: usize,
+    /// Most messages a shard handles in one group commit.
+    pub max_batch: usize,
+    /// How long a caller waits for room in a full mailbox before it is told FAILURE.
+    pub enqueue_timeout: Duration,
+}
+
+/// Handle to the running engine; cheap to clone and `Send`, one per transport worker.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    router: Router,
+    mailboxes: Vec<mpsc::Sender<ShardMsg>>,
+    releases: Vec<mpsc::UnboundedSender<Release>>,
+    profiles: Arc<ProfileRegistry>,
+    store: Arc<Store>,
+    enqueue_timeout: Duration,
+    next_ticket: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ShardMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardMsg")
+    }
+}
+
+impl Engine {
+    /// Loads the profiles and spawns the shard threads.
+    pub fn spawn(store: Arc<Store>, options: EngineOptions) -> Result<Engine, StoreError> {
+        let profiles = Arc::new(ProfileRegistry::load(store.clone())?);
+        let router = Router::new(options.shards);
+        let mut mailboxes = Vec::new();
+        let mut releases = Vec::new();
+        let mut threads = Vec::new();
+        for idx in 0..options.shards {
+            let (tx, rx) = mpsc::channel(options.mailbox_capacity);
+            let (release_tx, release_rx) = mpsc::unbounded_channel();
+            let shard = Shard::new(
+                ShardId(idx),
+                router,
+                store.clone(),
+                profiles.clone(),
+                rx,
+                release_rx,
+                ShardLimits {
+                    max_batch: options.max_batch,
+                },
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{idx}"))
+                .spawn(move || shard.run())
+                .map_err(|e| StoreError::Open {
+                    path: store.path().to_path_buf(),
+                    reason: format!("cannot start shard thread: {e}"),
+                })?;
+            mailboxes.push(tx);
+            releases.push(release_tx);
+            threads.push(thread);
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                router,
+                mailboxes,
+                releases,
+                profiles,
+                store,
+                enqueue_timeout: options.enqueue_timeout,
+                next_ticket: AtomicU64::new(1),
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// Provisions a device (SPEC §4). Returns only after any write it made is durable.
+    pub async fn provision(&self, request: Request) -> Result<Credentials, ProvisionError> {
+        let name = resolve_name(request.device_name.as_deref(), generate_alphanumeric)?;
+        // Rule 2 before any hop: a wrong key or secret costs a map lookup, not a shard round trip.
+        authenticate(
+            &request,
+            self.inner
+                .profiles
+                .by_key(&request.provision_key)
+                .as_deref(),
+        )?;
+        let router = self.inner.router;
+        let owner = router.shard_for(name.as_str());
+        let mut reservation = None;
+        let claim = match requested_id(&request) {
+            None => ClaimInput::NotRequested,
+            Some(id) => {
+                let arbiter = router.shard_for(&id);
+                if arbiter == owner {
+                    ClaimInput::Local(id)
+                } else {
+                    let (claim, held) = self.reserve(arbiter, id, name.as_str()).await?;
+                    reservation = held;
+                    ClaimInput::Remote(claim)
+                }
+            }
+        };
+        let request = Box::new(request);
+        self.call(owner, |reply| ShardMsg::Provision {
+            request,
+            name,
+            claim,
+            reservation,
+            reply,
+        })
+        .await?
+    }
+
+    /// Reserves `id` at its arbiter shard for `device`. The returned reservation, once handed to
+    /// the owner shard, is released after the owner's batch is durable.
+    async fn reserve(
+        &self,
+        arbiter: ShardId,
+        id: String,
+        device: &str,
+    ) -> Result<(Claim, Option<Reservation>), ProvisionError> {
+        let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+        // Armed before the request is sent: if this future is dropped mid-way, the arbiter
+        // either never reserves (its reply channel is closed) or gets the release.
+        let guard = Reservation::new(
+            self.inner.releases[arbiter.0 as usize].clone(),
+            id.clone(),
+            ticket,
+        );
+        let device = device.to_string();
+        let claim = self
+            .call(arbiter, |reply| ShardMsg::Reserve {
+                credentials_id: id,
+                device,
+                ticket,
+                reply,
+            })
+            .await?;
+        Ok((claim, (claim == Claim::Free).then_some(guard)))
+    }
+
+    /// Reads a device.
+    pub async fn device(&self, name: &str) -> Result<Option<DeviceRecord>, ProvisionError> {
+        let owner = self.inner.router.shard_for(name);
+        let name = name.to_string();
+        self.call(owner, |reply| ShardMsg::Get { name, reply })
+            .await?
+    }
+
+    /// Deletes a device and frees its credentials id. Returns whether it existed.
+    pub async fn delete_device(&self, name: &str) -> Result<bool, ProvisionError> {
+        self.delete_device_in(name, None).await
+    }
+
+    async fn delete_device_in(
+        &self,
+        name: &str,
+        profile: Option<String>,
+    ) -> Result<bool, ProvisionError> {
+        let owner = self.inner.router.shard_for(name);
+        let name = name.to_string();
+        self.call(owner, |reply| ShardMsg::Delete {
+            name,
+            profile,
+            reply,
+        })
+        .await?
+    }
+
+    /// Puts a device back to unprovisioned, keeping or dropping its credentials.
+    pub async fn reset_device(
+        &self,
+        name: &str,
+        drop_credentials: bool,
+    ) -> Result<Option<DeviceRecord>, ProvisionError> {
+        let owner = self.inner.router.shard_for(name);
+        let name = name.to_string();
+        self.call(owner, |reply| ShardMsg::Reset {
+            name,
+            drop_credentials,
+            reply,
+        })
+        .await?
+    }
+
+    /// A page of a profile's devices in name order, strictly after `after`.
+    /// Reads committed state straight from the store: only writes must go through the shards.
+    pub fn list_devices(
+        &self,
+        profile: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let names = self
+            .inner
+            .store
+            .profile_device_names(profile, after, limit)?;
+        let mut devices = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(device) = self.inner.store.device(&name)? {
+                devices.push(device);
+            }
+        }
+        Ok(devices)
+    }
+
+    /// The profile registry.
+    pub fn profiles(&self) -> &ProfileRegistry {
+        &self.inner.profiles
+    }
+
+    /// Deletes a profile. Without `force` it is refused while devices belong to it; with `force`
+    /// its devices are deleted too. Returns the removed profile and how many devices went with it.
+    pub async fn delete_profile(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<(Arc<ProfileRecord>, u64), ProfileError> {
+        let store = &self.inner.store;
+        if !force && store.profile_has_devices(name)? {
+            return Err(ProfileError::HasDevices(name.to_string()));
+        }
+        let removed = self.inner.profiles.remove(name)?;
+        // Requests decided before the removal may still be committing: wait for every shard's
+        // current batch, after which no new device of this profile can appear.
+        self.barrier().await;
+        if !force && store.profile_has_devices(name)? {
+            // A device slipped in between the check and the removal: put the profile back.
+            store.put_profile(&removed)?;
+            self.inner.profiles.restore(removed);
+            return Err(ProfileError::HasDevices(name.to_string()));
+        }
+        let mut deleted = 0u64;
+        loop {
+            let names = store.profile_device_names(name, None, 1024)?;
+            if names.is_empty() {
+                break;
+            }
+            let mut replies = Vec::with_capacity(names.len());
+            for device in &names {
+                let engine = self.clone();
+                let device = device.clone();
+                let profile = Some(name.to_string());
+                replies.push(async move { engine.delete_device_in(&device, profile).await });
+            }
+            for reply in replies {
+                match reply.await {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        return Err(ProfileError::Invalid(format!(
+                            "deleting the profile's devices failed: {error}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok((removed, deleted))
+    }
+
+    /// Waits until every shard has committed everything sent to it before this call.
+    pub async fn barrier(&self) {
+        for idx in 0..self.inner.mailboxes.len() {
+            let _ = self
+                .call(ShardId(idx as u16), |reply| ShardMsg::Barrier { reply })
+                .await;
+        }
+    }
+
+    /// Number of shards.
+    pub fn n_shards(&self) -> u16 {
+        self.inner.router.n_shards()
+    }
+
+    /// The store (read-only use: listing, export, statistics).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Whether every shard thread is still running.
+    pub fn shards_running(&self) -> bool {
+        let threads = self.inner.threads.lock().unwrap_or_else(|p| p.into_inner());
+        !threads.is_empty() && threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops the shards after they finish the batches in hand, and waits for them.
+    /// Messages still queued behind the stop are answered with `ShuttingDown`.
+    pub fn shutdown(&self) {
+        for mailbox in &self.inner.mailboxes {
+            let _ = mailbox.blocking_send(ShardMsg::Shutdown);
+        }
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+
+    /// Sends a message built around a reply channel and awaits the reply.
+    async fn call<T>(
+        &self,
+        shard: ShardId,
+        build: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Result<T, ProvisionError> {
+        let (reply, answer) = oneshot::channel();
+        let mailbox = &self.inner.mailboxes[shard.0 as usize];
+        match mailbox.try_send(build(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProvisionError::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                m::mailbox_full();
+                match mailbox.send_timeout(msg, self.inner.enqueue_timeout).await {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        return Err(ProvisionError::Overloaded);
+                    }
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                        return Err(ProvisionError::ShuttingDown);
+                    }
+                }
+            }
+        }
+        answer.await.map_err(|_| ProvisionError::ShuttingDown)
+    }
+}

@@ -1,0 +1,68 @@
+//! Every metric name and label, in one place, and the Prometheus exporter.
+//! Names follow Prometheus conventions: `provisiond_` prefix, base units, `_total` counters.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Provisioning requests by transport, status and reason.
+pub const REQUESTS_TOTAL: &str = "provisiond_requests_total";
+/// Request duration by transport.
+pub const REQUEST_DURATION_SECONDS: &str = "provisiond_request_duration_seconds";
+/// Messages per group commit.
+pub const SHARD_BATCH_SIZE: &str = "provisiond_shard_batch_size";
+/// Messages left in a shard's mailbox after it drained a batch.
+pub const SHARD_MAILBOX_DEPTH: &str = "provisiond_shard_mailbox_depth";
+/// Times a caller found a shard mailbox full.
+pub const SHARD_MAILBOX_FULL_TOTAL: &str = "provisiond_shard_mailbox_full_total";
+/// Duration of one batch commit with its WAL sync.
+pub const STORE_SYNC_DURATION_SECONDS: &str = "provisiond_store_sync_duration_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process")
+        })
+        .clone()
+}
+
+/// Counts one provisioning request and records its duration.
+pub fn request(
+    transport: &'static str,
+    status: &'static str,
+    reason: &'static str,
+    took: Duration,
+) {
+    counter!(REQUESTS_TOTAL, "transport" => transport, "status" => status, "reason" => reason)
+        .increment(1);
+    histogram!(REQUEST_DURATION_SECONDS, "transport" => transport).record(took.as_secs_f64());
+}
+
+/// Records one drained batch of a shard.
+pub fn shard_batch(shard: &str, size: usize, depth_after: usize) {
+    histogram!(SHARD_BATCH_SIZE).record(size as f64);
+    gauge!(SHARD_MAILBOX_DEPTH, "shard" => shard.to_string()).set(depth_after as f64);
+}
+
+/// Counts a full mailbox met by a caller.
+pub fn mailbox_full() {
+    counter!(SHARD_MAILBOX_FULL_TOTAL).increment(1);
+}
+
+/// Records the duration of one batch commit.
+pub fn store_sync(took: Duration) {
+    histogram!(STORE_SYNC_DURATION_SECONDS).record(took.as_secs_f64());
+}

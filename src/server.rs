@@ -1,0 +1,268 @@
+//! Wiring: open the store → spawn the shards → bind and start the transports → wait for a stop
+//! signal → stop listeners (in-flight requests finish) → stop shards (last batches commit) → close
+//! the store. Tests, benches and the binary all start the server through [`start`].
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::engine::credentials::generate_alphanumeric;
+use crate::engine::provision::Secret;
+use crate::engine::{Engine, EngineOptions};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::transport::http::{self, HttpListenerOptions, HttpState};
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// The admin token file could not be read or written.
+    #[error("admin token file {path}: {reason}")]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime failed.
+    #[error("server runtime failed: {0}")]
+    Runtime(String),
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::stop`] or wait.
+#[derive(Debug)]
+pub struct RunningServer {
+    http_addr: SocketAddr,
+    engine: Engine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// Where `/api/v1/provision` and the admin API listen.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The engine (for in-process tests and benches).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops gracefully: listeners close, requests in flight finish, shards commit and stop,
+    /// the store closes. Returns when the data directory is free again.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join()
+    }
+
+    /// Waits until the server stops by itself (SIGTERM or Ctrl-C when signals are handled).
+    pub fn wait(mut self) -> Result<(), ServerError> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), ServerError> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| ServerError::Runtime("server thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens everything and starts serving on a thread of its own. With `handle_signals`, SIGTERM and
+/// SIGINT stop the server gracefully.
+pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, ServerError> {
+    let store = Arc::new(Store::open(
+        &config.data_dir,
+        &StoreOptions {
+            sync_writes: config.store.sync_writes,
+            block_cache_bytes: config.store.block_cache_bytes,
+        },
+    )?);
+    let admin_token = admin_token(config)?;
+    let http_listener = bind(config, config.http.port, "http")?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let engine = Engine::spawn(
+        store.clone(),
+        EngineOptions {
+            shards: config.shard_count(),
+            mailbox_capacity: config.engine.mailbox_capacity,
+            max_batch: config.engine.max_batch,
+            enqueue_timeout: config.enqueue_timeout(),
+        },
+    )?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(HttpState {
+        engine: engine.clone(),
+        admin_token,
+        max_body_bytes: config.http.max_body_bytes,
+        metrics: crate::metrics::install(),
+        ready: ready.clone(),
+    });
+    let options = HttpListenerOptions {
+        workers: config.http_workers(),
+        max_connections_per_worker: config.http.max_connections_per_worker,
+        keep_alive_s: config.http.keep_alive_s,
+        shutdown_timeout_ms: config.shutdown_timeout_ms,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let thread_engine = engine.clone();
+    let thread = std::thread::Builder::new()
+        .name("provisiond-main".into())
+        .spawn(move || {
+            let outcome = ntex::rt::System::build()
+                .name("provisiond")
+                .disable_signals()
+                .build(ntex::rt::DefaultRuntime)
+                .block_on(async move {
+                    let server = match http::serve(state, http_listener, options) {
+                        Ok(server) => server,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e.to_string()));
+                            return Err(ServerError::Runtime(e.to_string()));
+                        }
+                    };
+                    ready.store(true, Ordering::Release);
+                    let _ = started_tx.send(Ok(()));
+                    wait_for_stop(stop_rx, handle_signals).await;
+                    tracing::info!("stopping: listeners close, requests in flight finish");
+                    ready.store(false, Ordering::Release);
+                    server.stop(true).await;
+                    Ok(())
+                });
+            // Listeners are down; let the shards commit what they hold, then close the store.
+            thread_engine.shutdown();
+            if let Err(error) = thread_engine.store().flush() {
+                tracing::warn!(%error, "flushing the store at shutdown failed; the WAL has it");
+            }
+            drop(thread_engine);
+            tracing::info!("stopped");
+            outcome
+        })
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return Err(ServerError::Runtime(reason)),
+        Err(_) => {
+            return Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => ServerError::Runtime("server thread ended during start".into()),
+            });
+        }
+    }
+    tracing::info!(http = %http_addr, shards = engine.n_shards(), data_dir = %config.data_dir.display(), "provisiond serving");
+    Ok(RunningServer {
+        http_addr,
+        engine,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+async fn wait_for_stop(stop: tokio::sync::oneshot::Receiver<()>, handle_signals: bool) {
+    if !handle_signals {
+        let _ = stop.await;
+        return;
+    }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn bind(config: &Config, port: u16, what: &'static str) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(config.bind, port);
+    let fail = |e: std::io::Error| ServerError::Bind {
+        what,
+        addr,
+        reason: e.to_string(),
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    // A deep backlog: a factory floor of devices powering on together connects in bursts.
+    socket.listen(4096).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// The admin token: configured, or read from `<data dir>/admin.token`, or generated there (0600)
+/// and printed once on standard output (never logged).
+fn admin_token(config: &Config) -> Result<Secret, ServerError> {
+    if let Some(token) = &config.admin_token {
+        return Ok(Secret(token.clone()));
+    }
+    let path = admin_token_path(&config.data_dir);
+    let fail = |e: std::io::Error| ServerError::AdminToken {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret(text.trim().to_string())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let token = format!("{}{}", generate_alphanumeric(), generate_alphanumeric());
+    write_private(&path, &token).map_err(fail)?;
+    println!(
+        "provisiond: generated the admin token (saved in {}, mode 0600): {token}",
+        path.display()
+    );
+    let _ = std::io::stdout().flush();
+    Ok(Secret(token))
+}
+
+/// Where the generated admin token is kept.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}

@@ -1,0 +1,367 @@
+//! HTTP (ntex): `POST /api/v1/provision` (SPEC §5), the authenticated admin API (SPEC §6),
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use ntex::http::header::{self, HeaderValue};
+use ntex::http::{KeepAlive, StatusCode};
+use ntex::time::Seconds;
+use ntex::util::BytesMut;
+use ntex::web::types::Payload;
+use ntex::web::{self, App, HttpRequest, HttpResponse};
+
+use crate::admin;
+use crate::engine::Engine;
+use crate::engine::credentials::secrets_equal;
+use crate::engine::provision::{Secret, Transport};
+use crate::transport::wire::{self, ParseError};
+
+/// Largest admin request body (profile JSON); CSV import streams and is not bound by it.
+pub const MAX_ADMIN_BODY_BYTES: usize = 1 << 20;
+
+/// How much of an oversized body is read and discarded before the 413 is sent, so that a client
+/// still sending sees the answer instead of a reset connection (nginx's lingering close).
+/// Larger bodies are answered at once and the connection is closed.
+pub const MAX_DRAIN_BYTES: usize = 8 << 20;
+
+/// What every HTTP worker shares.
+#[derive(Debug)]
+pub struct HttpState {
+    /// The engine.
+    pub engine: Engine,
+    /// Bearer token of the admin API.
+    pub admin_token: Secret,
+    /// Body limit of `/api/v1/provision`.
+    pub max_body_bytes: usize,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Set once every listener is bound and serving.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Settings of the HTTP listener.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpListenerOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Connection limit per worker.
+    pub max_connections_per_worker: usize,
+    /// Keep-alive idle timeout.
+    pub keep_alive_s: u16,
+    /// Graceful stop deadline.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Starts serving on an already bound listener; must run inside an ntex system.
+pub fn serve(
+    state: Arc<HttpState>,
+    listener: std::net::TcpListener,
+    options: HttpListenerOptions,
+) -> std::io::Result<ntex::server::Server> {
+    let cfg = ntex::SharedCfg::new("HTTP").add(
+        ntex::http::HttpServiceConfig::new()
+            .set_keepalive(KeepAlive::Timeout(Seconds(options.keep_alive_s)))
+            .set_client_timeout(Seconds(5)),
+    );
+    let server =
+        web::HttpServer::new(async move |_| {
+            let st = state.clone();
+            App::new()
+                .service(
+                    web::resource("/api/v1/provision")
+                        .route(web::post().to(with(st.clone(), provision)))
+                        .default_service(web::route().to(async || {
+                            json_response(
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                wire::parse_error_json(&ParseError(
+                                    "method not allowed; use POST".into(),
+                                )),
+                            )
+                        })),
+                )
+                .service(
+                    web::resource("/api/admin/profiles")
+                        .route(web::get().to(with(st.clone(), list_profiles)))
+                        .route(web::post().to(with(st.clone(), create_profile))),
+                )
+                .service(
+                    web::resource("/api/admin/profiles/{name}")
+                        .route(web::get().to(with(st.clone(), get_profile)))
+                        .route(web::put().to(with(st.clone(), update_profile)))
+                        .route(web::delete().to(with(st.clone(), delete_profile))),
+                )
+                .service(
+                    web::resource("/api/admin/devices")
+                        .route(web::get().to(with(st.clone(), list_devices))),
+                )
+                .service(
+                    web::resource("/api/admin/devices/{name}")
+                        .route(web::get().to(with(st.clone(), get_device)))
+                        .route(web::delete().to(with(st.clone(), delete_device))),
+                )
+                .service(
+                    web::resource("/api/admin/devices/{name}/reset")
+                        .route(web::post().to(with(st.clone(), reset_device))),
+                )
+                .service(web::resource("/metrics").route(web::get().to(with(st.clone(), metrics))))
+                .service(web::resource("/healthz").route(web::get().to(async || {
+                    json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
+                })))
+                .service(web::resource("/readyz").route(web::get().to(with(st.clone(), readyz))))
+        })
+        .workers(options.workers)
+        .maxconn(options.max_connections_per_worker)
+        .shutdown_timeout(Seconds((options.shutdown_timeout_ms / 1000).max(1) as u16))
+        .disable_signals()
+        .listen(listener, cfg)?
+        .run();
+    Ok(server)
+}
+
+/// Binds a handler to the shared state.
+fn with<F, Fut>(
+    state: Arc<HttpState>,
+    handler: F,
+) -> impl AsyncFn(HttpRequest, Payload) -> HttpResponse + Clone + 'static
+where
+    F: Fn(Arc<HttpState>, HttpRequest, Payload) -> Fut + Clone + 'static,
+    Fut: Future<Output = HttpResponse>,
+{
+    async move |req: HttpRequest, payload: Payload| handler(state.clone(), req, payload).await
+}
+
+fn json_response(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::builder(status)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .body(body)
+}
+
+fn admin_response(reply: admin::Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, reply.body.to_string())
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit`.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<BytesMut, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        if declared.is_some_and(|len| len <= MAX_DRAIN_BYTES as u64) {
+            drain(&mut payload, 0).await;
+        }
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.recv().await {
+        let chunk = chunk.map_err(|_| BodyError::Broken)?;
+        if body.len() + chunk.len() > limit {
+            drain(&mut payload, body.len() + chunk.len()).await;
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads and discards the rest of a body, up to [`MAX_DRAIN_BYTES`] in all.
+async fn drain(payload: &mut Payload, mut seen: usize) {
+    while seen <= MAX_DRAIN_BYTES {
+        match payload.recv().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
+async fn provision(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> HttpResponse {
+    let started = Instant::now();
+    let body = match read_body(&req, payload, st.max_body_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            super::count_unparsable(Transport::Http.as_str(), started);
+            let message = format!(
+                "request body exceeds the limit of {} bytes",
+                st.max_body_bytes
+            );
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                wire::parse_error_json(&ParseError(message)),
+            );
+        }
+        Err(BodyError::Broken) => {
+            super::count_unparsable(Transport::Http.as_str(), started);
+            let error = ParseError("request body could not be read".into());
+            return json_response(StatusCode::BAD_REQUEST, wire::parse_error_json(&error));
+        }
+    };
+    match wire::parse_json(&body, Transport::Http) {
+        Ok(request) => {
+            let result = super::provision(&st.engine, request).await;
+            json_response(StatusCode::OK, wire::outcome_json(&result).into_owned())
+        }
+        Err(error) => {
+            super::count_unparsable(Transport::Http.as_str(), started);
+            json_response(StatusCode::BAD_REQUEST, wire::parse_error_json(&error))
+        }
+    }
+}
+
+/// Bearer authentication of the admin API, compared in constant time.
+fn authorized(st: &HttpState, req: &HttpRequest) -> bool {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) => secrets_equal(token.trim(), &st.admin_token.0),
+        None => false,
+    }
+}
+
+fn unauthorized() -> HttpResponse {
+    admin_response(admin::Reply {
+        status: 401,
+        body: serde_json::json!({ "error": "missing or invalid admin token (Authorization: Bearer <token>)" }),
+    })
+}
+
+fn path_name(req: &HttpRequest) -> String {
+    req.match_info().get("name").unwrap_or_default().to_string()
+}
+
+fn query(req: &HttpRequest) -> HashMap<String, String> {
+    serde_urlencoded::from_str(req.query_string()).unwrap_or_default()
+}
+
+async fn admin_body(req: &HttpRequest, payload: Payload) -> Result<BytesMut, HttpResponse> {
+    read_body(req, payload, MAX_ADMIN_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let (status, message) = match e {
+                BodyError::TooLarge => (413, format!("body exceeds {MAX_ADMIN_BODY_BYTES} bytes")),
+                BodyError::Broken => (400, "body could not be read".to_string()),
+            };
+            admin_response(admin::Reply {
+                status,
+                body: serde_json::json!({ "error": message }),
+            })
+        })
+}
+
+async fn list_profiles(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    admin_response(admin::list_profiles(&st.engine))
+}
+
+async fn create_profile(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    match admin_body(&req, payload).await {
+        Ok(body) => admin_response(admin::create_profile(&st.engine, &body)),
+        Err(response) => response,
+    }
+}
+
+async fn get_profile(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    admin_response(admin::get_profile(&st.engine, &path_name(&req)))
+}
+
+async fn update_profile(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    match admin_body(&req, payload).await {
+        Ok(body) => admin_response(admin::update_profile(&st.engine, &path_name(&req), &body)),
+        Err(response) => response,
+    }
+}
+
+async fn delete_profile(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    let force = query(&req).get("force").is_some_and(|v| v == "true");
+    admin_response(admin::delete_profile(&st.engine, &path_name(&req), force).await)
+}
+
+async fn list_devices(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    let q = query(&req);
+    admin_response(admin::list_devices(
+        &st.engine,
+        q.get("profile").map(String::as_str),
+        q.get("limit").map(String::as_str),
+        q.get("cursor").map(String::as_str),
+    ))
+}
+
+async fn get_device(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    admin_response(admin::get_device(&st.engine, &path_name(&req)).await)
+}
+
+async fn delete_device(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    admin_response(admin::delete_device(&st.engine, &path_name(&req)).await)
+}
+
+async fn reset_device(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    let drop_credentials = query(&req).get("credentials").is_some_and(|v| v == "drop");
+    admin_response(admin::reset_device(&st.engine, &path_name(&req), drop_credentials).await)
+}
+
+async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
+    HttpResponse::Ok()
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )
+        .body(st.metrics.render())
+}
+
+async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
+    let listeners = st.ready.load(Ordering::Acquire);
+    let shards = st.engine.shards_running();
+    let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": true });
+    let status = if listeners && shards {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body.to_string())
+}

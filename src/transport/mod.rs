@@ -1,0 +1,53 @@
+//! The protocol front ends. Thin: decode, call the engine, encode. Never import rocksdb.
+
+pub mod http;
+pub mod wire;
+
+use std::time::Instant;
+
+use crate::engine::Engine;
+use crate::engine::provision::{ProvisionError, Request, Status};
+use crate::metrics as m;
+use crate::store::record::Credentials;
+
+/// Runs a decoded request through the engine, with the metrics and the log line every transport
+/// owes. The log names the reason of a refusal, never a secret.
+pub async fn provision(engine: &Engine, request: Request) -> Result<Credentials, ProvisionError> {
+    let transport = request.transport.as_str();
+    let started = Instant::now();
+    let result = engine.provision(request).await;
+    let took = started.elapsed();
+    match &result {
+        Ok(_) => {
+            m::request(transport, "SUCCESS", "none", took);
+            tracing::debug!(transport, "provisioned");
+        }
+        Err(error) => {
+            let status = match error.status() {
+                Status::NotFound => "NOT_FOUND",
+                Status::Failure => "FAILURE",
+            };
+            m::request(transport, status, error.reason(), took);
+            match error.status() {
+                Status::NotFound => tracing::debug!(
+                    transport,
+                    status,
+                    reason = error.reason(),
+                    "provisioning refused"
+                ),
+                Status::Failure => tracing::info!(
+                    transport,
+                    status,
+                    reason = error.reason(),
+                    "provisioning refused"
+                ),
+            }
+        }
+    }
+    result
+}
+
+/// Counts a request that could not be parsed.
+pub fn count_unparsable(transport: &'static str, started: Instant) {
+    m::request(transport, "FAILURE", "unparsable", started.elapsed());
+}
