@@ -54,6 +54,10 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// HTTP listener.
     pub http: HttpConfig,
+    /// MQTT listeners.
+    pub mqtt: MqttConfig,
+    /// CoAP listener.
+    pub coap: CoapConfig,
     /// The sharded engine.
     pub engine: EngineConfig,
     /// RocksDB.
@@ -69,6 +73,8 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("http", &self.http)
+            .field("mqtt", &self.mqtt)
+            .field("coap", &self.coap)
             .field("engine", &self.engine)
             .field("store", &self.store)
             .field("log", &self.log)
@@ -90,6 +96,56 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Keep-alive idle timeout.
     pub keep_alive_s: u16,
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Plain port (0 = any).
+    pub port: u16,
+    /// TLS port (0 = any); served only with a certificate and key.
+    pub tls_port: u16,
+    /// PEM certificate chain of the TLS listener.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle that client certificates must chain to; none asked for when unset.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Largest packet.
+    pub max_packet_bytes: u32,
+    /// CONNECT deadline.
+    pub connect_timeout_ms: u64,
+    /// Close a provisioning session this long after its last response.
+    pub close_after_response_ms: u64,
+    /// Connection limit per worker.
+    pub max_connections_per_worker: usize,
+}
+
+impl MqttConfig {
+    /// Whether the TLS listener is configured.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+}
+
+/// `[coap]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoapConfig {
+    /// UDP port (0 = any).
+    pub port: u16,
+    /// Requests decided at once.
+    pub max_in_flight: usize,
+    /// How long responses are remembered for retransmissions.
+    pub exchange_lifetime_ms: u64,
+    /// Most remembered responses.
+    pub dedup_cache_entries: usize,
+    /// Largest Block1-assembled body.
+    pub max_request_bytes: usize,
 }
 
 /// `[engine]`
@@ -145,6 +201,12 @@ pub struct Overrides {
     pub bind: Option<IpAddr>,
     /// `--http-port` / `PROVISIOND_HTTP_PORT`
     pub http_port: Option<u16>,
+    /// `--mqtt-port` / `PROVISIOND_MQTT_PORT`
+    pub mqtt_port: Option<u16>,
+    /// `--mqtt-tls-port` / `PROVISIOND_MQTT_TLS_PORT`
+    pub mqtt_tls_port: Option<u16>,
+    /// `--coap-port` / `PROVISIOND_COAP_PORT`
+    pub coap_port: Option<u16>,
     /// `--shards` / `PROVISIOND_SHARDS`
     pub shards: Option<u16>,
     /// `PROVISIOND_ADMIN_TOKEN`
@@ -198,6 +260,15 @@ impl Config {
         if let Some(v) = o.http_port {
             self.http.port = v;
         }
+        if let Some(v) = o.mqtt_port {
+            self.mqtt.port = v;
+        }
+        if let Some(v) = o.mqtt_tls_port {
+            self.mqtt.tls_port = v;
+        }
+        if let Some(v) = o.coap_port {
+            self.coap.port = v;
+        }
         if let Some(v) = o.shards {
             self.engine.shards = v;
         }
@@ -229,6 +300,30 @@ impl Config {
             self.http.max_connections_per_worker,
             1,
         )?;
+        at_least(
+            "mqtt.max_packet_bytes",
+            self.mqtt.max_packet_bytes as usize,
+            256,
+        )?;
+        at_least(
+            "mqtt.connect_timeout_ms",
+            self.mqtt.connect_timeout_ms as usize,
+            1,
+        )?;
+        at_least(
+            "mqtt.max_connections_per_worker",
+            self.mqtt.max_connections_per_worker,
+            1,
+        )?;
+        if self.mqtt.tls_cert_file.is_some() != self.mqtt.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.tls_cert_file",
+                reason: "tls_cert_file and tls_key_file must be set together".into(),
+            });
+        }
+        at_least("coap.max_in_flight", self.coap.max_in_flight, 1)?;
+        at_least("coap.dedup_cache_entries", self.coap.dedup_cache_entries, 1)?;
+        at_least("coap.max_request_bytes", self.coap.max_request_bytes, 256)?;
         at_least("engine.mailbox_capacity", self.engine.mailbox_capacity, 1)?;
         at_least("engine.max_batch", self.engine.max_batch, 1)?;
         if self.engine.shards > 1024 {
@@ -305,6 +400,10 @@ mod tests {
         let config = Config::defaults();
         config.validate().unwrap();
         assert_eq!(config.http.port, 8080);
+        assert_eq!(config.mqtt.port, 1883);
+        assert_eq!(config.mqtt.tls_port, 8883);
+        assert!(!config.mqtt.tls_enabled());
+        assert_eq!(config.coap.port, 5683);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.store.sync_writes);
     }

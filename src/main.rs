@@ -67,6 +67,15 @@ struct Settings {
     /// HTTP port (0 = any free port).
     #[arg(long, env = "PROVISIOND_HTTP_PORT")]
     http_port: Option<u16>,
+    /// MQTT port (0 = any free port).
+    #[arg(long, env = "PROVISIOND_MQTT_PORT")]
+    mqtt_port: Option<u16>,
+    /// MQTT over TLS port (served when a certificate is configured).
+    #[arg(long, env = "PROVISIOND_MQTT_TLS_PORT")]
+    mqtt_tls_port: Option<u16>,
+    /// CoAP (UDP) port (0 = any free port).
+    #[arg(long, env = "PROVISIOND_COAP_PORT")]
+    coap_port: Option<u16>,
     /// Shard threads (0 = one per core).
     #[arg(long, env = "PROVISIOND_SHARDS")]
     shards: Option<u16>,
@@ -197,6 +206,9 @@ fn load(settings: &Settings) -> anyhow::Result<Config> {
         data_dir: settings.data_dir.clone(),
         bind: settings.bind,
         http_port: settings.http_port,
+        mqtt_port: settings.mqtt_port,
+        mqtt_tls_port: settings.mqtt_tls_port,
+        coap_port: settings.coap_port,
         shards: settings.shards,
         admin_token: std::env::var("PROVISIOND_ADMIN_TOKEN")
             .ok()
