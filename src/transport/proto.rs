@@ -203,16 +203,19 @@ pub fn encode_outcome(result: &Result<Credentials, ProvisionError>) -> Vec<u8> {
     let msg = match result {
         Ok(credentials) => {
             let (kind, value) = match credentials {
-                Credentials::AccessToken { token } => (CredentialsTypeProto::AccessToken, token.clone()),
-                Credentials::X509 { value } => (CredentialsTypeProto::X509Certificate, value.clone()),
+                Credentials::AccessToken { token } => {
+                    (CredentialsTypeProto::AccessToken, token.clone())
+                }
+                Credentials::X509 { value } => {
+                    (CredentialsTypeProto::X509Certificate, value.clone())
+                }
                 Credentials::MqttBasic {
                     client_id,
                     user_name,
                     password,
                 } => (
                     CredentialsTypeProto::MqttBasic,
-                    serde_json::json!({ "clientId": client_id, "userName": user_name, "password": password })
-                        .to_string(),
+                    wire::mqtt_basic_json(client_id, user_name, password),
                 ),
             };
             ProvisionDeviceResponseMsg {

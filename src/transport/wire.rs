@@ -276,14 +276,20 @@ pub fn success_json(credentials: &Credentials) -> String {
             client_id,
             user_name,
             password,
-        } => format!(
-            r#"{{"clientId":{},"userName":{},"password":{}}}"#,
-            json_string(client_id),
-            json_string(user_name),
-            json_string(password)
-        ),
+        } => mqtt_basic_json(client_id, user_name, password),
     };
     format!(r#"{{"credentialsValue":{value},"credentialsType":"{kind}","status":"SUCCESS"}}"#)
+}
+
+/// MQTT basic credentials as ThingsBoard writes them: keys `clientId`, `userName`, `password`,
+/// in that order.
+pub fn mqtt_basic_json(client_id: &str, user_name: &str, password: &str) -> String {
+    format!(
+        r#"{{"clientId":{},"userName":{},"password":{}}}"#,
+        json_string(client_id),
+        json_string(user_name),
+        json_string(password)
+    )
 }
 
 /// The body for a refusal of the given status.
