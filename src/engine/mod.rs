@@ -3,6 +3,7 @@
 //! No sockets, no wire formats.
 
 pub mod credentials;
+pub mod import;
 pub mod profile;
 pub mod provision;
 pub mod route;
@@ -15,16 +16,20 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use self::credentials::generate_alphanumeric;
+use self::credentials::{credentials_id, generate_alphanumeric};
+use self::import::{ImportMode, ImportRow, RowOutcome};
 use self::profile::{ProfileError, ProfileRegistry};
 use self::provision::{Claim, ProvisionError, Request, authenticate, requested_id, resolve_name};
 use self::route::{Router, ShardId};
-use self::shard::{ClaimInput, Release, Reservation, Shard, ShardLimits, ShardMsg};
+use self::shard::{ClaimInput, ImportItem, Release, Reservation, Shard, ShardLimits, ShardMsg};
 use crate::metrics as m;
 use crate::store::record::{Credentials, DeviceRecord, ProfileRecord};
 use crate::store::{Store, StoreError};
 
 pub use self::shard::now_ms;
+
+/// Row indices and their (credentials id, device, ticket) reservations for one arbiter shard.
+type ReserveBatch = (Vec<usize>, Vec<(String, String, u64)>);
 
 /// Engine tuning (from `config::EngineConfig`).
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +179,129 @@ impl Engine {
             })
             .await?;
         Ok((claim, (claim == Claim::Free).then_some(guard)))
+    }
+
+    /// Imports rows through the shards that own their names, with the same claim protocol as
+    /// provisioning. Rows for one name keep their file order. One outcome per row, in order.
+    pub async fn import(&self, rows: Vec<ImportRow>, mode: ImportMode) -> Vec<RowOutcome> {
+        let router = self.inner.router;
+        let n_shards = router.n_shards() as usize;
+        let mut claims: Vec<ClaimInput> = Vec::with_capacity(rows.len());
+        let mut guards: Vec<Option<Reservation>> = Vec::with_capacity(rows.len());
+        let mut per_arbiter: Vec<ReserveBatch> =
+            (0..n_shards).map(|_| (Vec::new(), Vec::new())).collect();
+        for (idx, row) in rows.iter().enumerate() {
+            let Some(credentials) = &row.credentials else {
+                claims.push(ClaimInput::NotRequested);
+                guards.push(None);
+                continue;
+            };
+            let id = credentials_id(credentials);
+            let arbiter = router.shard_for(&id);
+            if arbiter == router.shard_for(&row.name) {
+                claims.push(ClaimInput::Local(id));
+                guards.push(None);
+                continue;
+            }
+            let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+            guards.push(Some(Reservation::new(
+                self.inner.releases[arbiter.0 as usize].clone(),
+                id.clone(),
+                ticket,
+            )));
+            claims.push(ClaimInput::Remote(Claim::Taken));
+            let (indices, items) = &mut per_arbiter[arbiter.0 as usize];
+            indices.push(idx);
+            items.push((id, row.name.clone(), ticket));
+        }
+        // Reserve at every arbiter at once, then collect the answers.
+        let mut failures: Vec<Option<ProvisionError>> = vec![None; rows.len()];
+        let mut waiting = Vec::new();
+        for (arbiter, (indices, items)) in per_arbiter.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let msg = ShardMsg::ReserveMany { items, reply };
+            match self.enqueue(ShardId(arbiter as u16), msg).await {
+                Ok(()) => waiting.push((indices, answer)),
+                Err(error) => indices.iter().for_each(|&i| failures[i] = Some(error)),
+            }
+        }
+        for (indices, answer) in waiting {
+            match answer.await {
+                Ok(answers) => {
+                    for (&i, claim) in indices.iter().zip(answers) {
+                        claims[i] = ClaimInput::Remote(claim);
+                        if claim != Claim::Free {
+                            guards[i] = None;
+                        }
+                    }
+                }
+                Err(_) => indices
+                    .iter()
+                    .for_each(|&i| failures[i] = Some(ProvisionError::ShuttingDown)),
+            }
+        }
+        // Hand each row to its owner, in file order per owner.
+        let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
+        let mut per_owner: Vec<(Vec<usize>, Vec<ImportItem>)> =
+            (0..n_shards).map(|_| (Vec::new(), Vec::new())).collect();
+        for (idx, ((row, claim), reservation)) in
+            rows.into_iter().zip(claims).zip(guards).enumerate()
+        {
+            if let Some(error) = failures[idx] {
+                outcomes[idx] = Some(RowOutcome::Failed(format!(
+                    "{error}; the row was not written"
+                )));
+                continue;
+            }
+            let (indices, items) = &mut per_owner[router.shard_for(&row.name).0 as usize];
+            indices.push(idx);
+            items.push(ImportItem {
+                row,
+                claim,
+                reservation,
+            });
+        }
+        let mut waiting = Vec::new();
+        for (owner, (indices, items)) in per_owner.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let msg = ShardMsg::Import {
+                rows: items,
+                mode,
+                reply,
+            };
+            match self.enqueue(ShardId(owner as u16), msg).await {
+                Ok(()) => waiting.push((indices, answer)),
+                Err(error) => indices.iter().for_each(|&i| {
+                    outcomes[i] = Some(RowOutcome::Failed(format!(
+                        "{error}; the row was not written"
+                    )));
+                }),
+            }
+        }
+        for (indices, answer) in waiting {
+            match answer.await {
+                Ok(answers) => {
+                    for (&i, outcome) in indices.iter().zip(answers) {
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+                Err(_) => indices.iter().for_each(|&i| {
+                    outcomes[i] = Some(RowOutcome::Failed(
+                        "server shutting down; the row was not written".into(),
+                    ));
+                }),
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every row got an outcome"))
+            .collect()
     }
 
     /// Reads a device.
@@ -342,23 +470,28 @@ impl Engine {
         build: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
     ) -> Result<T, ProvisionError> {
         let (reply, answer) = oneshot::channel();
+        self.enqueue(shard, build(reply)).await?;
+        answer.await.map_err(|_| ProvisionError::ShuttingDown)
+    }
+
+    /// Puts a message in a shard's mailbox, waiting at most the enqueue timeout for room.
+    async fn enqueue(&self, shard: ShardId, msg: ShardMsg) -> Result<(), ProvisionError> {
         let mailbox = &self.inner.mailboxes[shard.0 as usize];
-        match mailbox.try_send(build(reply)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProvisionError::ShuttingDown),
+        match mailbox.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ProvisionError::ShuttingDown),
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 m::mailbox_full();
                 match mailbox.send_timeout(msg, self.inner.enqueue_timeout).await {
-                    Ok(()) => {}
+                    Ok(()) => Ok(()),
                     Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        return Err(ProvisionError::Overloaded);
+                        Err(ProvisionError::Overloaded)
                     }
                     Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                        return Err(ProvisionError::ShuttingDown);
+                        Err(ProvisionError::ShuttingDown)
                     }
                 }
             }
         }
-        answer.await.map_err(|_| ProvisionError::ShuttingDown)
     }
 }

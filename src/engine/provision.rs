@@ -332,6 +332,7 @@ fn allow_create(
             created_at_ms: facts.now_ms,
             provisioned_at_ms: None,
             provisioned_via: None,
+            import_id: None,
         };
         return assign_and_provision(request, facts, record, fresh_token);
     };

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::credentials::{credentials_id, generate_alphanumeric};
+use crate::engine::import::{ImportMode, ImportRow, ImportWrite, RowOutcome, decide_import};
 use crate::engine::profile::ProfileRegistry;
 use crate::engine::provision::{
     Claim, DeviceName, DeviceWrite, Facts, ProvisionError, Request, authenticate, decide,
@@ -39,6 +40,17 @@ pub(crate) enum ShardMsg {
         device: String,
         ticket: u64,
         reply: oneshot::Sender<Claim>,
+    },
+    /// Reserve several ids at once (bulk import); one claim per item, in order.
+    ReserveMany {
+        items: Vec<(String, String, u64)>,
+        reply: oneshot::Sender<Vec<Claim>>,
+    },
+    /// Import rows for devices this shard owns, in file order.
+    Import {
+        rows: Vec<ImportItem>,
+        mode: ImportMode,
+        reply: oneshot::Sender<Vec<RowOutcome>>,
     },
     /// Read a device (answered after the batch commits, so it never shows unsynced state).
     Get {
@@ -71,6 +83,14 @@ pub(crate) enum ClaimInput {
     Local(String),
     /// Another shard arbitrated it and holds a reservation while this message is in flight.
     Remote(Claim),
+}
+
+/// One import row on its way to its owner shard, with its claim.
+pub(crate) struct ImportItem {
+    pub(crate) row: ImportRow,
+    pub(crate) claim: ClaimInput,
+    /// Released after the owner's batch is committed.
+    pub(crate) reservation: Option<Reservation>,
 }
 
 /// A release of a reservation, sent on the arbiter's unbounded release channel.
@@ -154,6 +174,7 @@ enum Pending {
         oneshot::Sender<Result<Option<DeviceRecord>, ProvisionError>>,
         Result<Option<DeviceRecord>, ProvisionError>,
     ),
+    Import(oneshot::Sender<Vec<RowOutcome>>, Vec<RowOutcome>),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -249,6 +270,17 @@ impl Shard {
                     ticket,
                     reply,
                 } => self.reserve(credentials_id, device, ticket, reply, &overlay),
+                ShardMsg::ReserveMany { items, reply } => self.reserve_many(items, reply, &overlay),
+                ShardMsg::Import { rows, mode, reply } => {
+                    let mut outcomes = Vec::with_capacity(rows.len());
+                    for item in rows {
+                        let outcome =
+                            self.import_row(&item.row, item.claim, mode, &mut overlay, &mut writes);
+                        outcomes.push(outcome);
+                        held_reservations.extend(item.reservation);
+                    }
+                    pending.push(Pending::Import(reply, outcomes));
+                }
                 ShardMsg::Get { name, reply } => {
                     let result = self.read_device(&name, &overlay).map_err(storage_failure);
                     pending.push(Pending::Get(reply, result));
@@ -402,6 +434,102 @@ impl Shard {
         }
     }
 
+    fn reserve_many(
+        &mut self,
+        items: Vec<(String, String, u64)>,
+        reply: oneshot::Sender<Vec<Claim>>,
+        overlay: &Overlay,
+    ) {
+        if reply.is_closed() {
+            return;
+        }
+        let mut claims = Vec::with_capacity(items.len());
+        for (credentials_id, device, ticket) in &items {
+            let claim = match self.local_claim(credentials_id, device, overlay) {
+                Ok(claim) => claim,
+                Err(error) => {
+                    tracing::error!(shard = self.id.0, %error, "credentials lookup failed; refusing the claim");
+                    Claim::Taken
+                }
+            };
+            if claim == Claim::Free {
+                self.reservations
+                    .entry(credentials_id.clone())
+                    .or_insert_with(|| (device.clone(), Vec::new()))
+                    .1
+                    .push(*ticket);
+            }
+            claims.push(claim);
+        }
+        if let Err(claims) = reply.send(claims) {
+            for ((credentials_id, _, ticket), claim) in items.iter().zip(claims) {
+                if claim == Claim::Free {
+                    self.release(credentials_id, *ticket);
+                }
+            }
+        }
+    }
+
+    fn import_row(
+        &self,
+        row: &ImportRow,
+        claim: ClaimInput,
+        mode: ImportMode,
+        overlay: &mut Overlay,
+        writes: &mut StoreBatch,
+    ) -> RowOutcome {
+        let Some(profile) = self.profiles.by_name(&row.profile) else {
+            return RowOutcome::Failed(format!("profile {:?} does not exist", row.profile));
+        };
+        let default_type = profile.device_type.as_deref().unwrap_or(&profile.name);
+        let existing = match self.read_device(&row.name, overlay) {
+            Ok(existing) => existing,
+            Err(error) => {
+                tracing::error!(%error, "store read failed during import");
+                return RowOutcome::Failed("storage error".into());
+            }
+        };
+        let claim = match claim {
+            ClaimInput::NotRequested => Claim::NotRequested,
+            ClaimInput::Remote(claim) => claim,
+            ClaimInput::Local(id) => match self.local_claim(&id, &row.name, overlay) {
+                Ok(claim) => claim,
+                Err(error) => {
+                    tracing::error!(%error, "store read failed during import");
+                    return RowOutcome::Failed("storage error".into());
+                }
+            },
+        };
+        let (outcome, write) =
+            decide_import(row, default_type, existing.as_ref(), claim, mode, now_ms());
+        if let Some(write) = write {
+            self.stage_import(write, overlay, writes);
+        }
+        outcome
+    }
+
+    fn stage_import(&self, write: ImportWrite, overlay: &mut Overlay, writes: &mut StoreBatch) {
+        let name = write.record.name.as_str();
+        if let Some(old) = write.released_id {
+            let owner = match overlay.credentials.get(&old) {
+                Some(staged) => staged.clone(),
+                None => self.store.credentials_owner(&old).ok().flatten(),
+            };
+            if owner.as_deref() == Some(name) {
+                self.store.stage_credentials_delete(writes, &old);
+                overlay.credentials.insert(old, None);
+            }
+        }
+        self.stage(
+            DeviceWrite {
+                record: write.record,
+                claimed_id: write.claimed_id,
+            },
+            overlay,
+            writes,
+        );
+    }
+
     fn read_device(
         &self,
         name: &str,
@@ -521,6 +649,17 @@ fn answer(item: Pending, failed: bool) {
             } else {
                 result
             });
+        }
+        Pending::Import(reply, outcomes) => {
+            let outcomes = if failed {
+                outcomes
+                    .into_iter()
+                    .map(|_| RowOutcome::Failed("storage error; the row was not written".into()))
+                    .collect()
+            } else {
+                outcomes
+            };
+            let _ = reply.send(outcomes);
         }
         Pending::Barrier(reply) => {
             let _ = reply.send(());

@@ -293,6 +293,14 @@ impl Store {
         Ok(())
     }
 
+    /// A consistent, read-only view of the store as of now.
+    pub fn snapshot(&self) -> StoreSnapshot<'_> {
+        StoreSnapshot {
+            store: self,
+            snapshot: self.db.snapshot(),
+        }
+    }
+
     /// Number of devices (an estimate from RocksDB's statistics).
     pub fn estimated_devices(&self) -> u64 {
         self.db
@@ -306,6 +314,33 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         for name in keys::ALL_CFS {
             self.db.flush_cf(self.cf(name))?;
+        }
+        Ok(())
+    }
+}
+
+/// A point-in-time view of the store (export reads it twice and sees the same devices).
+pub struct StoreSnapshot<'a> {
+    store: &'a Store,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl std::fmt::Debug for StoreSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSnapshot").finish()
+    }
+}
+
+impl StoreSnapshot<'_> {
+    /// Calls `f` on every device in name order; stops at the first error.
+    pub fn for_each_device(
+        &self,
+        mut f: impl FnMut(DeviceRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let cf = self.store.cf(CF_DEVICES);
+        for item in self.snapshot.iterator_cf(cf, IteratorMode::Start) {
+            let (_, value) = item?;
+            f(decode(&value)?)?;
         }
         Ok(())
     }
@@ -334,6 +369,7 @@ mod tests {
             created_at_ms: 0,
             provisioned_at_ms: None,
             provisioned_via: None,
+            import_id: None,
         }
     }
 

@@ -128,6 +128,8 @@ pub struct DeviceRecord {
     pub provisioned_at_ms: Option<u64>,
     /// Over which transport it provisioned (`HTTP`, `MQTT`, `COAP`).
     pub provisioned_via: Option<String>,
+    /// The bulk import run that last wrote the device, if any (catches names repeated in a file).
+    pub import_id: Option<u64>,
 }
 
 /// Value of the credentials index: which device owns a credentials id.
@@ -193,6 +195,7 @@ mod tests {
             created_at_ms: 1,
             provisioned_at_ms: Some(300),
             provisioned_via: Some("HTTP".into()),
+            import_id: None,
         }
     }
 
@@ -201,7 +204,7 @@ mod tests {
         let bytes = encode(&sample_device());
         assert_eq!(
             hex::encode(&bytes),
-            "01036465760170017401016c00010101610131000001010003746f6b0101fb2c01010448545450"
+            "01036465760170017401016c00010101610131000001010003746f6b0101fb2c0101044854545000"
         );
         assert_eq!(decode::<DeviceRecord>(&bytes).unwrap(), sample_device());
     }

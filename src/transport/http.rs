@@ -15,9 +15,11 @@ use ntex::web::types::Payload;
 use ntex::web::{self, App, HttpRequest, HttpResponse};
 
 use crate::admin;
+use crate::bulk::{self, ImportOptions};
 use crate::engine::Engine;
 use crate::engine::credentials::secrets_equal;
 use crate::engine::provision::{Secret, Transport};
+use crate::transport::streams::{ChannelReader, ChannelWriter};
 use crate::transport::wire::{self, ParseError};
 
 /// Largest admin request body (profile JSON); CSV import streams and is not bound by it.
@@ -67,58 +69,65 @@ pub fn serve(
             .set_keepalive(KeepAlive::Timeout(Seconds(options.keep_alive_s)))
             .set_client_timeout(Seconds(5)),
     );
-    let server =
-        web::HttpServer::new(async move |_| {
-            let st = state.clone();
-            App::new()
-                .service(
-                    web::resource("/api/v1/provision")
-                        .route(web::post().to(with(st.clone(), provision)))
-                        .default_service(web::route().to(async || {
-                            json_response(
-                                StatusCode::METHOD_NOT_ALLOWED,
-                                wire::parse_error_json(&ParseError(
-                                    "method not allowed; use POST".into(),
-                                )),
-                            )
-                        })),
-                )
-                .service(
-                    web::resource("/api/admin/profiles")
-                        .route(web::get().to(with(st.clone(), list_profiles)))
-                        .route(web::post().to(with(st.clone(), create_profile))),
-                )
-                .service(
-                    web::resource("/api/admin/profiles/{name}")
-                        .route(web::get().to(with(st.clone(), get_profile)))
-                        .route(web::put().to(with(st.clone(), update_profile)))
-                        .route(web::delete().to(with(st.clone(), delete_profile))),
-                )
-                .service(
-                    web::resource("/api/admin/devices")
-                        .route(web::get().to(with(st.clone(), list_devices))),
-                )
-                .service(
-                    web::resource("/api/admin/devices/{name}")
-                        .route(web::get().to(with(st.clone(), get_device)))
-                        .route(web::delete().to(with(st.clone(), delete_device))),
-                )
-                .service(
-                    web::resource("/api/admin/devices/{name}/reset")
-                        .route(web::post().to(with(st.clone(), reset_device))),
-                )
-                .service(web::resource("/metrics").route(web::get().to(with(st.clone(), metrics))))
-                .service(web::resource("/healthz").route(web::get().to(async || {
+    let server = web::HttpServer::new(async move |_| {
+        let st = state.clone();
+        App::new()
+            .service(
+                web::resource("/api/v1/provision")
+                    .route(web::post().to(with(st.clone(), provision)))
+                    .default_service(web::route().to(async || {
+                        json_response(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            wire::parse_error_json(&ParseError(
+                                "method not allowed; use POST".into(),
+                            )),
+                        )
+                    })),
+            )
+            .service(
+                web::resource("/api/admin/profiles")
+                    .route(web::get().to(with(st.clone(), list_profiles)))
+                    .route(web::post().to(with(st.clone(), create_profile))),
+            )
+            .service(
+                web::resource("/api/admin/profiles/{name}")
+                    .route(web::get().to(with(st.clone(), get_profile)))
+                    .route(web::put().to(with(st.clone(), update_profile)))
+                    .route(web::delete().to(with(st.clone(), delete_profile))),
+            )
+            .service(
+                web::resource("/api/admin/devices")
+                    .route(web::get().to(with(st.clone(), list_devices))),
+            )
+            .service(
+                web::resource("/api/admin/devices/{name}")
+                    .route(web::get().to(with(st.clone(), get_device)))
+                    .route(web::delete().to(with(st.clone(), delete_device))),
+            )
+            .service(
+                web::resource("/api/admin/devices/{name}/reset")
+                    .route(web::post().to(with(st.clone(), reset_device))),
+            )
+            .service(
+                web::resource("/api/admin/import").route(web::post().to(with(st.clone(), import))),
+            )
+            .service(
+                web::resource("/api/admin/export").route(web::get().to(with(st.clone(), export))),
+            )
+            .service(web::resource("/metrics").route(web::get().to(with(st.clone(), metrics))))
+            .service(web::resource("/healthz").route(
+                web::get().to(async || {
                     json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
-                })))
-                .service(web::resource("/readyz").route(web::get().to(with(st.clone(), readyz))))
-        })
-        .workers(options.workers)
-        .maxconn(options.max_connections_per_worker)
-        .shutdown_timeout(Seconds((options.shutdown_timeout_ms / 1000).max(1) as u16))
-        .disable_signals()
-        .listen(listener, cfg)?
-        .run();
+                }),
+            ))
+            .service(web::resource("/readyz").route(web::get().to(with(st.clone(), readyz))))
+    })
+    .workers(options.workers)
+    .maxconn(options.max_connections_per_worker)
+    .shutdown_timeout(Seconds((options.shutdown_timeout_ms / 1000).max(1) as u16))
+    .disable_signals()
+    .listen(listener, cfg)?
+    .run();
     Ok(server)
 }
 
@@ -343,6 +352,135 @@ async fn reset_device(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpR
     }
     let drop_credentials = query(&req).get("credentials").is_some_and(|v| v == "drop");
     admin_response(admin::reset_device(&st.engine, &path_name(&req), drop_credentials).await)
+}
+
+/// Reads import options from the query string (the CLI's flags, by the same names).
+pub fn import_options(q: &HashMap<String, String>) -> Result<ImportOptions, String> {
+    let flag = |name: &str, default: bool| match q.get(name).map(String::as_str) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(format!("{name} must be true or false, not {other:?}")),
+    };
+    let delimiter = match q.get("delimiter").map(String::as_str) {
+        None | Some(",") => b',',
+        Some("tab") | Some("\t") | Some("\\t") => b'\t',
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+        Some(d) => {
+            return Err(format!(
+                "delimiter must be one ASCII character or \"tab\", not {d:?}"
+            ));
+        }
+    };
+    Ok(ImportOptions {
+        profile: q.get("profile").filter(|p| !p.is_empty()).cloned(),
+        delimiter,
+        header: flag("header", true)?,
+        update: flag("update", false)?,
+        map: bulk::parse_map(q.get("map").map(String::as_str).unwrap_or_default())?,
+    })
+}
+
+/// `POST /api/admin/import`: the body streams through a bounded channel into an import thread.
+async fn import(st: Arc<HttpState>, req: HttpRequest, mut payload: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    let options = match import_options(&query(&req)) {
+        Ok(options) => options,
+        Err(message) => {
+            drain(&mut payload, 0).await;
+            return admin_response(admin::Reply {
+                status: 400,
+                body: serde_json::json!({ "error": message }),
+            });
+        }
+    };
+    let (chunks, reader) = ChannelReader::new();
+    let (done, result) = tokio::sync::oneshot::channel();
+    let engine = st.engine.clone();
+    let spawned = std::thread::Builder::new()
+        .name("import".into())
+        .spawn(move || {
+            let input = std::io::BufReader::with_capacity(64 * 1024, reader);
+            let _ = done.send(bulk::run_import(&engine, input, &options, &mut bulk::Quiet));
+        });
+    if spawned.is_err() {
+        return admin_response(admin::Reply {
+            status: 503,
+            body: serde_json::json!({ "error": "cannot start the import; try again" }),
+        });
+    }
+    let mut sent = 0usize;
+    while let Some(chunk) = payload.recv().await {
+        let Ok(chunk) = chunk else { break };
+        sent += chunk.len();
+        if chunks.send(chunk).await.is_err() {
+            // The import stopped early (a bad header): let the client finish sending.
+            drain(&mut payload, sent).await;
+            break;
+        }
+    }
+    drop(chunks);
+    match result.await {
+        Ok(Ok(summary)) => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&summary).expect("a summary always serializes"),
+        ),
+        Ok(Err(error)) => admin_response(admin::Reply {
+            status: 400,
+            body: serde_json::json!({ "error": error.to_string() }),
+        }),
+        Err(_) => admin_response(admin::Reply {
+            status: 500,
+            body: serde_json::json!({ "error": "the import stopped unexpectedly; see the server log" }),
+        }),
+    }
+}
+
+/// `GET /api/admin/export[?profile=P]`: CSV streamed from a store snapshot.
+async fn export(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpResponse {
+    if !authorized(&st, &req) {
+        return unauthorized();
+    }
+    let profile = query(&req)
+        .get("profile")
+        .filter(|p| !p.is_empty())
+        .cloned();
+    if let Some(name) = &profile
+        && st.engine.profiles().by_name(name).is_none()
+    {
+        return admin_response(admin::Reply {
+            status: 404,
+            body: serde_json::json!({ "error": format!("no profile named {name:?}") }),
+        });
+    }
+    let (mut writer, stream) = ChannelWriter::new();
+    let engine = st.engine.clone();
+    let spawned =
+        std::thread::Builder::new().name("export".into()).spawn(
+            move || match bulk::export::export(engine.store(), profile.as_deref(), &mut writer) {
+                Ok(_) => {
+                    let _ = std::io::Write::flush(&mut writer);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "export failed");
+                    writer.fail(std::io::Error::other(error.to_string()));
+                }
+            },
+        );
+    if spawned.is_err() {
+        return admin_response(admin::Reply {
+            status: 503,
+            body: serde_json::json!({ "error": "cannot start the export; try again" }),
+        });
+    }
+    HttpResponse::Ok()
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        )
+        .streaming(stream)
 }
 
 async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {

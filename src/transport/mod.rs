@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod proto;
+pub mod streams;
 pub mod wire;
 
 use std::time::Instant;

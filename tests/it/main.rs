@@ -2,6 +2,7 @@
 //! directory, real sockets, real clients (ureq, curl, raw TCP), real restarts and real kills.
 
 mod admin;
+mod bulk;
 mod cli;
 mod http;
 mod idempotency;

@@ -53,6 +53,7 @@ fn device(
         created_at_ms: 1,
         provisioned_at_ms: provisioned.then_some(2),
         provisioned_via: None,
+        import_id: None,
     }
 }
 

@@ -1,0 +1,113 @@
+//! Bridges between async request/response bodies and the blocking CSV import and export, over
+//! bounded channels so that a file of any size is never held in memory.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ntex::util::{Bytes, Stream};
+use tokio::sync::mpsc;
+
+/// Chunks buffered between the two sides.
+pub const CHANNEL_CHUNKS: usize = 16;
+/// Size of the chunks the export writes.
+pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A blocking `Read` over body chunks sent from an async handler.
+#[derive(Debug)]
+pub struct ChannelReader {
+    chunks: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    /// A reader and the sender the handler feeds; dropping the sender ends the input.
+    pub fn new() -> (mpsc::Sender<Bytes>, ChannelReader) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        (
+            tx,
+            ChannelReader {
+                chunks: rx,
+                current: Bytes::new(),
+            },
+        )
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// A blocking `Write` whose bytes become the chunks of a streaming response.
+#[derive(Debug)]
+pub struct ChannelWriter {
+    chunks: mpsc::Sender<Result<Bytes, io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    /// A writer and the stream to hand to the response.
+    pub fn new() -> (ChannelWriter, ReceiverStream) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        (
+            ChannelWriter {
+                chunks: tx,
+                buffer: Vec::with_capacity(EXPORT_CHUNK_BYTES),
+            },
+            ReceiverStream(rx),
+        )
+    }
+
+    /// Ends the stream with an error (the client sees a truncated body).
+    pub fn fail(self, error: io::Error) {
+        let _ = self.chunks.blocking_send(Err(error));
+    }
+
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::copy_from_slice(&self.buffer);
+        self.buffer.clear();
+        self.chunks
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= EXPORT_CHUNK_BYTES {
+            self.send_buffer()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buffer()
+    }
+}
+
+/// The receiving end of a [`ChannelWriter`], as a response body stream.
+#[derive(Debug)]
+pub struct ReceiverStream(mpsc::Receiver<Result<Bytes, io::Error>>);
+
+impl Stream for ReceiverStream {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
