@@ -33,7 +33,8 @@ pub enum Record {
 /// Reads records from a `BufRead`.
 pub struct RecordReader<R> {
     input: R,
-    delimiter: u8,
+    /// Built once: building csv-core's DFA costs far more than splitting one record.
+    splitter: csv_core::Reader,
     next_line: u64,
     replay: VecDeque<(u64, Vec<u8>)>,
     first: bool,
@@ -58,7 +59,7 @@ impl<R: BufRead> RecordReader<R> {
     pub fn new(input: R, delimiter: u8) -> RecordReader<R> {
         RecordReader {
             input,
-            delimiter,
+            splitter: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             next_line: 1,
             replay: VecDeque::new(),
             first: true,
@@ -113,7 +114,7 @@ impl<R: BufRead> RecordReader<R> {
                     }
                 }
             }
-            return Ok(Some(match split(&text, self.delimiter) {
+            return Ok(Some(match split(&mut self.splitter, &text) {
                 Ok(fields) => Record::Fields {
                     line: start,
                     fields,
@@ -188,8 +189,8 @@ fn quotes(text: &[u8]) -> usize {
 }
 
 /// Splits one complete record (terminator included) into fields with csv-core.
-fn split(record: &[u8], delimiter: u8) -> Result<Vec<Vec<u8>>, String> {
-    let mut reader = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+fn split(reader: &mut csv_core::Reader, record: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    reader.reset();
     let mut fields = Vec::new();
     let mut input = record;
     let mut field = Vec::new();
