@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod coap;
 mod http;
 mod idempotency;
 mod restart;
