@@ -262,7 +262,7 @@ pub struct ServerProcess {
     pub child: Child,
     /// Its HTTP address, read from its start-up line.
     pub addr: SocketAddr,
-    /// Its CoAP address, read from the line after.
+    /// Its CoAP address, read from a later line.
     pub coap_addr: SocketAddr,
 }
 
@@ -303,15 +303,20 @@ impl ServerProcess {
                 break addr.parse().unwrap();
             }
         };
-        let line = lines
-            .next()
-            .expect("server printed its CoAP address")
-            .unwrap();
-        let coap_addr = line
-            .strip_prefix("provisiond: serving CoAP on ")
-            .unwrap_or_else(|| panic!("expected the CoAP line, got {line}"))
-            .parse()
-            .unwrap();
+        // Other transports may print their lines in between; the CoAP line comes after HTTP's.
+        let coap_addr = loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not report its CoAP address"
+            );
+            let line = lines
+                .next()
+                .expect("server printed its CoAP address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("provisiond: serving CoAP on ") {
+                break rest.trim().parse().unwrap();
+            }
+        };
         ServerProcess {
             child,
             addr,
