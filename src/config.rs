@@ -322,6 +322,11 @@ impl Config {
             });
         }
         at_least("coap.max_in_flight", self.coap.max_in_flight, 1)?;
+        at_least(
+            "coap.exchange_lifetime_ms",
+            self.coap.exchange_lifetime_ms as usize,
+            1,
+        )?;
         at_least("coap.dedup_cache_entries", self.coap.dedup_cache_entries, 1)?;
         at_least("coap.max_request_bytes", self.coap.max_request_bytes, 256)?;
         at_least("engine.mailbox_capacity", self.engine.mailbox_capacity, 1)?;

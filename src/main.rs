@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the provisioning server (HTTP provisioning, admin API, metrics).
+    /// Run the provisioning server (HTTP and CoAP provisioning, admin API, metrics).
     Serve(Settings),
     /// Create, list, show, update and delete device profiles.
     Profile {
@@ -107,6 +107,7 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         running.http_addr(),
         config.data_dir.display()
     );
+    println!("provisiond: serving CoAP on {}", running.coap_addr());
     running.wait()?;
     Ok(())
 }

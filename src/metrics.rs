@@ -19,6 +19,15 @@ pub const SHARD_MAILBOX_DEPTH: &str = "provisiond_shard_mailbox_depth";
 pub const SHARD_MAILBOX_FULL_TOTAL: &str = "provisiond_shard_mailbox_full_total";
 /// Duration of one batch commit with its WAL sync.
 pub const STORE_SYNC_DURATION_SECONDS: &str = "provisiond_store_sync_duration_seconds";
+/// CoAP retransmissions recognized by (peer, message id) within the exchange lifetime: answered
+/// from the dedup cache, or dropped while the first copy is being decided. Never decided again.
+pub const COAP_RETRANSMISSIONS_TOTAL: &str = "provisiond_coap_retransmissions_total";
+/// CoAP requests answered 5.03 because `coap.max_in_flight` requests were in flight.
+pub const COAP_OVERLOAD_TOTAL: &str = "provisiond_coap_overload_total";
+/// CoAP datagrams dropped or answered with a Reset as malformed (RFC 7252 format errors).
+pub const COAP_MALFORMED_TOTAL: &str = "provisiond_coap_malformed_total";
+/// Answered CoAP exchanges forgotten before their lifetime because the dedup cache was full.
+pub const COAP_DEDUP_EVICTIONS_TOTAL: &str = "provisiond_coap_dedup_evictions_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -65,4 +74,24 @@ pub fn mailbox_full() {
 /// Records the duration of one batch commit.
 pub fn store_sync(took: Duration) {
     histogram!(STORE_SYNC_DURATION_SECONDS).record(took.as_secs_f64());
+}
+
+/// Counts a recognized CoAP retransmission.
+pub fn coap_retransmission() {
+    counter!(COAP_RETRANSMISSIONS_TOTAL).increment(1);
+}
+
+/// Counts a CoAP request refused with 5.03.
+pub fn coap_overload() {
+    counter!(COAP_OVERLOAD_TOTAL).increment(1);
+}
+
+/// Counts a malformed CoAP datagram.
+pub fn coap_malformed() {
+    counter!(COAP_MALFORMED_TOTAL).increment(1);
+}
+
+/// Counts an answered CoAP exchange evicted from the full dedup cache.
+pub fn coap_dedup_eviction() {
+    counter!(COAP_DEDUP_EVICTIONS_TOTAL).increment(1);
 }

@@ -3,17 +3,19 @@
 //! the store. Tests, benches and the binary all start the server through [`start`].
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::credentials::generate_alphanumeric;
 use crate::engine::provision::Secret;
 use crate::engine::{Engine, EngineOptions};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::transport::coap::{self, CoapOptions, CoapServer};
 use crate::transport::http::{self, HttpListenerOptions, HttpState};
 
 /// Why the server could not start or stopped badly.
@@ -49,6 +51,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct RunningServer {
     http_addr: SocketAddr,
+    coap_addr: SocketAddr,
     engine: Engine,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
@@ -58,6 +61,11 @@ impl RunningServer {
     /// Where `/api/v1/provision` and the admin API listen.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where CoAP (UDP) `POST /api/v1/provision` listens.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.coap_addr
     }
 
     /// The engine (for in-process tests and benches).
@@ -104,6 +112,10 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
     let http_addr = http_listener
         .local_addr()
         .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let coap_socket = bind_udp(config, config.coap.port, "coap")?;
+    let coap_addr = coap_socket
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
     let engine = Engine::spawn(
         store.clone(),
         EngineOptions {
@@ -121,6 +133,21 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
         metrics: crate::metrics::install(),
         ready: ready.clone(),
     });
+    let coap = match CoapServer::spawn(
+        coap_socket,
+        engine.clone(),
+        CoapOptions::from_config(
+            &config.coap,
+            Duration::from_millis(config.shutdown_timeout_ms),
+        ),
+    ) {
+        Ok(coap) => coap,
+        Err(e) => {
+            engine.shutdown();
+            return Err(ServerError::Runtime(format!("cannot start CoAP: {e}")));
+        }
+    };
+    let coap_stopper = coap.stopper();
     let options = HttpListenerOptions {
         workers: config.http_workers(),
         max_connections_per_worker: config.http.max_connections_per_worker,
@@ -150,9 +177,12 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
                     wait_for_stop(stop_rx, handle_signals).await;
                     tracing::info!("stopping: listeners close, requests in flight finish");
                     ready.store(false, Ordering::Release);
+                    coap_stopper.stop();
                     server.stop(true).await;
                     Ok(())
                 });
+            // CoAP answers what it is deciding (HTTP already has); only then may the engine stop.
+            coap.stop();
             // Listeners are down; let the shards commit what they hold, then close the store.
             thread_engine.shutdown();
             if let Err(error) = thread_engine.store().flush() {
@@ -173,9 +203,10 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
             });
         }
     }
-    tracing::info!(http = %http_addr, shards = engine.n_shards(), data_dir = %config.data_dir.display(), "provisiond serving");
+    tracing::info!(http = %http_addr, coap = %coap_addr, shards = engine.n_shards(), data_dir = %config.data_dir.display(), "provisiond serving");
     Ok(RunningServer {
         http_addr,
+        coap_addr,
         engine,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -219,6 +250,29 @@ fn bind(config: &Config, port: u16, what: &'static str) -> Result<TcpListener, S
     socket.bind(&addr.into()).map_err(fail)?;
     // A deep backlog: a factory floor of devices powering on together connects in bursts.
     socket.listen(4096).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
+}
+
+fn bind_udp(config: &Config, port: u16, what: &'static str) -> Result<UdpSocket, ServerError> {
+    let addr = SocketAddr::new(config.bind, port);
+    let fail = |e: std::io::Error| ServerError::Bind {
+        what,
+        addr,
+        reason: e.to_string(),
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(fail)?;
+    // No SO_REUSEADDR here: on UDP it would let a second process bind the same port and take a
+    // share of its datagrams, instead of being told the port is in use.
+    // A deep receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max, so a
+    // refusal is not an error.
+    let _ = socket.set_recv_buffer_size(coap::RECV_BUFFER_BYTES);
+    socket.bind(&addr.into()).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
     Ok(socket.into())
 }

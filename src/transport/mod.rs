@@ -1,5 +1,6 @@
 //! The protocol front ends. Thin: decode, call the engine, encode. Never import rocksdb.
 
+pub mod coap;
 pub mod http;
 pub mod proto;
 pub mod streams;

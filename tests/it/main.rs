@@ -1,9 +1,11 @@
 //! The one integration-test binary: a real server on 127.0.0.1:0 with a temporary data
-//! directory, real sockets, real clients (ureq, curl, raw TCP), real restarts and real kills.
+//! directory, real sockets, real clients (ureq, curl, coap-client, raw TCP and UDP), real
+//! restarts and real kills.
 
 mod admin;
 mod bulk;
 mod cli;
+mod coap;
 mod http;
 mod idempotency;
 mod restart;
@@ -38,13 +40,7 @@ impl TestServer {
     /// Starts after `adjust` has changed the test configuration.
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::load(None, &Overrides::default()).expect("defaults load");
-        config.data_dir = dir.path().join("data");
-        config.bind = "127.0.0.1".parse().unwrap();
-        config.http.port = 0;
-        config.http.workers = 2;
-        config.engine.shards = 4;
-        config.admin_token = Some(ADMIN_TOKEN.into());
+        let mut config = test_config(dir.path());
         adjust(&mut config);
         let running = server::start(&config, false).expect("server starts");
         TestServer {
@@ -58,6 +54,11 @@ impl TestServer {
     /// The HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.running.as_ref().expect("running").http_addr()
+    }
+
+    /// The CoAP (UDP) address.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").coap_addr()
     }
 
     /// A URL on this server.
@@ -180,6 +181,19 @@ impl Drop for TestServer {
     }
 }
 
+/// The test configuration: every port ephemeral on 127.0.0.1, 4 shards, data under `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::load(None, &Overrides::default()).expect("defaults load");
+    config.data_dir = dir.join("data");
+    config.bind = "127.0.0.1".parse().unwrap();
+    config.http.port = 0;
+    config.http.workers = 2;
+    config.coap.port = 0;
+    config.engine.shards = 4;
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config
+}
+
 /// An HTTP agent that returns error statuses instead of failing.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -249,6 +263,8 @@ pub struct ServerProcess {
     pub child: Child,
     /// Its HTTP address, read from its start-up line.
     pub addr: SocketAddr,
+    /// Its CoAP address, read from a later line.
+    pub coap_addr: SocketAddr,
 }
 
 impl ServerProcess {
@@ -260,6 +276,8 @@ impl ServerProcess {
                 "--bind",
                 "127.0.0.1",
                 "--http-port",
+                "0",
+                "--coap-port",
                 "0",
                 "--shards",
                 "4",
@@ -286,7 +304,25 @@ impl ServerProcess {
                 break addr.parse().unwrap();
             }
         };
-        ServerProcess { child, addr }
+        // Other transports may print their lines in between; the CoAP line comes after HTTP's.
+        let coap_addr = loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not report its CoAP address"
+            );
+            let line = lines
+                .next()
+                .expect("server printed its CoAP address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("provisiond: serving CoAP on ") {
+                break rest.trim().parse().unwrap();
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            coap_addr,
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
