@@ -622,34 +622,10 @@ impl Shard {
 fn answer(item: Pending, failed: bool) {
     // A receiver that is gone (client disconnected) is not an error: the work is durable.
     match item {
-        Pending::Provision(reply, result) => {
-            let _ = reply.send(if failed {
-                Err(ProvisionError::Storage)
-            } else {
-                result
-            });
-        }
-        Pending::Get(reply, result) => {
-            let _ = reply.send(if failed {
-                Err(ProvisionError::Storage)
-            } else {
-                result
-            });
-        }
-        Pending::Delete(reply, result) => {
-            let _ = reply.send(if failed {
-                Err(ProvisionError::Storage)
-            } else {
-                result
-            });
-        }
-        Pending::Reset(reply, result) => {
-            let _ = reply.send(if failed {
-                Err(ProvisionError::Storage)
-            } else {
-                result
-            });
-        }
+        Pending::Provision(reply, result) => send_unless_failed(reply, result, failed),
+        Pending::Get(reply, result) => send_unless_failed(reply, result, failed),
+        Pending::Delete(reply, result) => send_unless_failed(reply, result, failed),
+        Pending::Reset(reply, result) => send_unless_failed(reply, result, failed),
         Pending::Import(reply, outcomes) => {
             let outcomes = if failed {
                 outcomes
@@ -665,6 +641,19 @@ fn answer(item: Pending, failed: bool) {
             let _ = reply.send(());
         }
     }
+}
+
+/// Sends the result, or a storage failure when the batch holding it did not commit.
+fn send_unless_failed<T>(
+    reply: oneshot::Sender<Result<T, ProvisionError>>,
+    result: Result<T, ProvisionError>,
+    failed: bool,
+) {
+    let _ = reply.send(if failed {
+        Err(ProvisionError::Storage)
+    } else {
+        result
+    });
 }
 
 fn storage_failure(error: StoreError) -> ProvisionError {
