@@ -191,8 +191,17 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
             drop(thread_engine);
             tracing::info!("stopped");
             outcome
-        })
-        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        });
+    let thread = match thread {
+        Ok(thread) => thread,
+        Err(e) => {
+            // Nothing was served: stop the shards so the data directory is free again.
+            engine.shutdown();
+            return Err(ServerError::Runtime(format!(
+                "cannot start the server thread: {e}"
+            )));
+        }
+    };
     match started_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => return Err(ServerError::Runtime(reason)),
