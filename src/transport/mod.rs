@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod proto;
+pub mod tls;
 pub mod wire;
 
 use std::time::Instant;
