@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the provisioning server (HTTP provisioning, admin API, metrics).
+    /// Run the provisioning server (HTTP and MQTT provisioning, admin API, metrics).
     Serve(Settings),
     /// Create, list, show, update and delete device profiles.
     Profile {
@@ -240,6 +240,10 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         running.http_addr(),
         config.data_dir.display()
     );
+    println!("provisiond: serving MQTT on {}", running.mqtt_addr());
+    if let Some(addr) = running.mqtt_tls_addr() {
+        println!("provisiond: serving MQTT over TLS on {addr}");
+    }
     running.wait()?;
     Ok(())
 }

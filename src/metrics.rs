@@ -19,6 +19,11 @@ pub const SHARD_MAILBOX_DEPTH: &str = "provisiond_shard_mailbox_depth";
 pub const SHARD_MAILBOX_FULL_TOTAL: &str = "provisiond_shard_mailbox_full_total";
 /// Duration of one batch commit with its WAL sync.
 pub const STORE_SYNC_DURATION_SECONDS: &str = "provisiond_store_sync_duration_seconds";
+/// Open MQTT connections, plain and TLS, from TCP accept to close.
+pub const MQTT_CONNECTIONS: &str = "provisiond_mqtt_connections";
+/// MQTT connections or sessions the server ended, by reason (`connect_timeout`,
+/// `not_provisioning`, `topic`).
+pub const MQTT_REFUSED_TOTAL: &str = "provisiond_mqtt_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -65,4 +70,19 @@ pub fn mailbox_full() {
 /// Records the duration of one batch commit.
 pub fn store_sync(took: Duration) {
     histogram!(STORE_SYNC_DURATION_SECONDS).record(took.as_secs_f64());
+}
+
+/// Counts an accepted MQTT connection.
+pub fn mqtt_connection_opened() {
+    gauge!(MQTT_CONNECTIONS).increment(1.0);
+}
+
+/// Counts a closed MQTT connection.
+pub fn mqtt_connection_closed() {
+    gauge!(MQTT_CONNECTIONS).decrement(1.0);
+}
+
+/// Counts an MQTT connection or session ended by the server.
+pub fn mqtt_refused(reason: &'static str) {
+    counter!(MQTT_REFUSED_TOTAL, "reason" => reason).increment(1);
 }

@@ -1,6 +1,7 @@
 //! The protocol front ends. Thin: decode, call the engine, encode. Never import rocksdb.
 
 pub mod http;
+pub mod mqtt;
 pub mod proto;
 pub mod tls;
 pub mod wire;

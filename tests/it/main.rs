@@ -42,6 +42,9 @@ impl TestServer {
         config.bind = "127.0.0.1".parse().unwrap();
         config.http.port = 0;
         config.http.workers = 2;
+        config.mqtt.port = 0;
+        config.mqtt.tls_port = 0;
+        config.mqtt.workers = 2;
         config.engine.shards = 4;
         config.admin_token = Some(ADMIN_TOKEN.into());
         adjust(&mut config);
@@ -57,6 +60,30 @@ impl TestServer {
     /// The HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.running.as_ref().expect("running").http_addr()
+    }
+
+    /// The plain MQTT address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").mqtt_addr()
+    }
+
+    /// The MQTT over TLS address (the test must have configured a certificate).
+    pub fn mqtt_tls_addr(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .expect("running")
+            .mqtt_tls_addr()
+            .expect("TLS listener configured")
+    }
+
+    /// Stops gracefully from another thread, returning its handle (to watch what clients see
+    /// while the server stops).
+    pub fn stop_in_background(mut self) -> std::thread::JoinHandle<()> {
+        let running = self.running.take().expect("running");
+        std::thread::spawn(move || {
+            running.stop().expect("clean stop");
+            drop(self);
+        })
     }
 
     /// A URL on this server.
@@ -248,6 +275,8 @@ pub struct ServerProcess {
     pub child: Child,
     /// Its HTTP address, read from its start-up line.
     pub addr: SocketAddr,
+    /// Its MQTT address, read from the line after.
+    pub mqtt_addr: SocketAddr,
 }
 
 impl ServerProcess {
@@ -259,6 +288,8 @@ impl ServerProcess {
                 "--bind",
                 "127.0.0.1",
                 "--http-port",
+                "0",
+                "--mqtt-port",
                 "0",
                 "--shards",
                 "4",
@@ -285,7 +316,20 @@ impl ServerProcess {
                 break addr.parse().unwrap();
             }
         };
-        ServerProcess { child, addr }
+        let line = lines
+            .next()
+            .expect("server printed its MQTT address")
+            .unwrap();
+        let mqtt_addr = line
+            .strip_prefix("provisiond: serving MQTT on ")
+            .unwrap_or_else(|| panic!("the MQTT line follows the HTTP line, got {line:?}"))
+            .parse()
+            .unwrap();
+        ServerProcess {
+            child,
+            addr,
+            mqtt_addr,
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
