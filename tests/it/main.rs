@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod http;
 mod idempotency;
+mod mqtt;
 mod restart;
 
 use std::io::{BufRead, BufReader};
