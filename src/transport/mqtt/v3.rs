@@ -18,7 +18,10 @@ impl ResponseSink for v3::MqttSink {
     async fn send_response(&self, payload: ntex::util::Bytes, qos: ntex_mqtt::QoS) -> bool {
         let publish = self.publish(RESPONSE_TOPIC);
         match qos {
-            ntex_mqtt::QoS::AtMostOnce => publish.send_at_most_once(payload).is_ok(),
+            // Checked first: ntex-mqtt logs an error for a QoS 0 send on a closed connection.
+            ntex_mqtt::QoS::AtMostOnce => {
+                self.is_open() && publish.send_at_most_once(payload).is_ok()
+            }
             _ => {
                 // Waits while the client holds `MAX_INFLIGHT_RESPONSES` responses unacknowledged.
                 self.ready().await

@@ -21,7 +21,8 @@ impl ResponseSink for v5::MqttSink {
     async fn send_response(&self, payload: Bytes, qos: QoS) -> bool {
         let publish = self.publish(RESPONSE_TOPIC);
         match qos {
-            QoS::AtMostOnce => publish.send_at_most_once(payload).is_ok(),
+            // Checked first: ntex-mqtt logs an error for a QoS 0 send on a closed connection.
+            QoS::AtMostOnce => self.is_open() && publish.send_at_most_once(payload).is_ok(),
             _ => {
                 // Waits while the client's Receive Maximum is used up.
                 self.ready().await
@@ -119,7 +120,7 @@ pub(crate) async fn publish_v5(
 }
 
 /// SUBSCRIBE (refused filters get 0x8F, as ThingsBoard sends), UNSUBSCRIBE (0x11 for a filter
-/// that was not subscribed), PINGREQ, DISCONNECT; AUTH is refused by ntex-mqtt's default.
+/// that was not subscribed), PINGREQ, DISCONNECT; AUTH ends the session (0x8C).
 pub(crate) async fn protocol_v5(
     session: &v5::Session<SessionV5>,
     message: v5::ProtocolMessage,
@@ -144,6 +145,15 @@ pub(crate) async fn protocol_v5(
                 }
             }
             unsubscribe.ack()
+        }
+        // Enhanced authentication is not offered; ntex-mqtt's default would log an error.
+        auth @ v5::ProtocolMessage::Auth(_) => {
+            let disconnect =
+                codec::Disconnect::new(codec::DisconnectReasonCode::BadAuthenticationMethod);
+            // Written through the sink: ntex-mqtt closes the connection before it would write
+            // a DISCONNECT returned from here.
+            session.sink().close_with_reason(disconnect.clone());
+            auth.disconnect_with(disconnect)
         }
         other => other.ack(),
     })

@@ -117,6 +117,15 @@ fn publishing_to_another_topic_ends_the_session() {
 }
 
 #[test]
+fn mqtt5_enhanced_authentication_is_refused() {
+    let f = Fixture::start();
+    let mut client = Client::provisioning(f.addr(), Version::V5);
+    // AUTH, reason 0x18 (continue authentication), no properties.
+    client.send_raw(&[0xF0, 0x02, 0x18, 0x00]);
+    assert_eq!(client.until_closed(), [Packet::Disconnect { reason: 0x8C }]);
+}
+
+#[test]
 fn qos_2_ends_the_session_with_a_clear_reason() {
     let f = Fixture::start();
     for version in VERSIONS {
