@@ -134,7 +134,7 @@ fn shared_cfg(options: &MqttListenerOptions) -> ntex::SharedCfg {
                 // A whole request payload arrives in one piece, never as a stream.
                 .set_min_chunk_size(options.max_packet_bytes)
                 .set_max_payload_buffer_size(options.max_packet_bytes as usize)
-                // A request whose client is already gone is not decided.
+                // A request still queued when its client disconnects is dropped, not decided.
                 .set_handle_qos_after_disconnect(None),
         )
         .add(TlsConfig::new().set_handshake_timeout(connect))

@@ -76,6 +76,11 @@ pub(crate) async fn handshake_v5(
             ack.wildcard_subscription_available = false;
             ack.shared_subscription_available = false;
             ack.assigned_client_id = assigned_id;
+            // A client without keep-alive is told the server's, so that it pings rather than
+            // being dropped as idle.
+            if keep_alive == 0 {
+                ack.server_keepalive_sec = Some(limits.idle_without_keep_alive.0);
+            }
         });
     Ok(if keep_alive == 0 {
         ack.keep_alive(limits.idle_without_keep_alive.0)

@@ -453,6 +453,23 @@ fn connack_accepts_provisioning_sessions_and_mqtt5_advertises_every_limit() {
         other => panic!("an empty client id gets one assigned, got {other:?}"),
     }
 
+    assert!(
+        !props.contains_key(&0x13),
+        "keep-alive 60 is accepted as it is"
+    );
+
+    let mut no_keep_alive = super::Client::open(f.addr(), Version::V5);
+    no_keep_alive.send_connect(&Connect {
+        keep_alive: 0,
+        ..Connect::provision()
+    });
+    match no_keep_alive.recv() {
+        Some(Packet::ConnAck { code: 0, props, .. }) => {
+            assert_eq!(props.get(&0x13), Some(&Prop::U16(60)), "server keep-alive")
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+
     let mut named = super::Client::open(f.addr(), Version::V5);
     named.send_connect(&Connect {
         client_id: "device-17",
