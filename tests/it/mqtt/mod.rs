@@ -3,6 +3,7 @@
 //! with a CA generated at test time, and hostile clients.
 
 mod client;
+mod codec;
 mod hostile;
 mod mosquitto;
 mod pki;
