@@ -146,15 +146,17 @@ fn the_seed_commands_provision_and_never_deliver_credentials_to_another_session(
             // mosquitto_sub -d -q 1 -h "$THINGSBOARD_HOST" -p 1883 -t "/provision/response" -u "provision"
             // stdbuf: mosquitto's debug lines are block-buffered on a pipe otherwise, and a
             // killed subscriber would take what it saw with it.
-            let mut sub = Command::new("stdbuf")
-                .args(["-oL", "mosquitto_sub", "-d", "-q", "1"])
-                .args(target.args(version))
-                .args(["-t", "/provision/response", "-u", "provision"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto_sub runs");
-            let lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
+            let mut sub = KillOnDrop(
+                Command::new("stdbuf")
+                    .args(["-oL", "mosquitto_sub", "-d", "-q", "1"])
+                    .args(target.args(version))
+                    .args(["-t", "/provision/response", "-u", "provision"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("mosquitto_sub runs"),
+            );
+            let lines = BufReader::new(sub.0.stdout.take().expect("stdout")).lines();
             let (tx, rx) = mpsc::channel();
             let reader = std::thread::spawn(move || {
                 for line in lines.map_while(Result::ok) {
@@ -199,8 +201,7 @@ fn the_seed_commands_provision_and_never_deliver_credentials_to_another_session(
             assert!(reply.contains("SUCCESS"), "{reply}");
 
             // Both answers have been published by now; the subscriber saw neither.
-            let _ = sub.kill();
-            let _ = sub.wait();
+            drop(sub);
             reader.join().expect("reader thread");
             let seen: Vec<String> = rx.try_iter().collect();
             assert!(
@@ -245,6 +246,17 @@ fn mosquitto_presents_a_client_certificate_when_the_server_requires_one() {
         "a client without a certificate is refused"
     );
     assert!(f.server.device("no-cert").is_none());
+}
+
+/// A child process that is killed (by its own pid) and reaped when dropped, also when the test
+/// fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) {
