@@ -115,14 +115,19 @@ pub struct MqttConfig {
     /// CA bundle that client certificates must chain to; none asked for when unset.
     #[serde(default)]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate (needs `tls_client_ca_file`).
+    #[serde(default)]
+    pub tls_client_cert_required: bool,
     /// Largest packet.
     pub max_packet_bytes: u32,
-    /// CONNECT deadline.
+    /// CONNECT deadline, counted from the TCP accept.
     pub connect_timeout_ms: u64,
     /// Close a provisioning session this long after its last response.
     pub close_after_response_ms: u64,
     /// Connection limit per worker.
     pub max_connections_per_worker: usize,
+    /// Worker threads serving MQTT (0 = cores).
+    pub workers: usize,
 }
 
 impl MqttConfig {
@@ -315,10 +320,21 @@ impl Config {
             self.mqtt.max_connections_per_worker,
             1,
         )?;
+        at_least(
+            "mqtt.close_after_response_ms",
+            self.mqtt.close_after_response_ms as usize,
+            1,
+        )?;
         if self.mqtt.tls_cert_file.is_some() != self.mqtt.tls_key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "mqtt.tls_cert_file",
                 reason: "tls_cert_file and tls_key_file must be set together".into(),
+            });
+        }
+        if self.mqtt.tls_client_cert_required && self.mqtt.tls_client_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.tls_client_cert_required",
+                reason: "needs mqtt.tls_client_ca_file to verify the certificates against".into(),
             });
         }
         at_least("coap.max_in_flight", self.coap.max_in_flight, 1)?;
@@ -365,6 +381,14 @@ impl Config {
     /// HTTP workers with 0 resolved to the core count.
     pub fn http_workers(&self) -> usize {
         match self.http.workers {
+            0 => cores(),
+            n => n,
+        }
+    }
+
+    /// MQTT workers with 0 resolved to the core count.
+    pub fn mqtt_workers(&self) -> usize {
+        match self.mqtt.workers {
             0 => cores(),
             n => n,
         }

@@ -8,6 +8,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use cli::bulk::{ExportArgs, ImportArgs};
 use cli::profile::ProfileAction;
@@ -28,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the provisioning server (HTTP and CoAP provisioning, admin API, metrics).
+    /// Run the provisioning server (HTTP, MQTT and CoAP provisioning, admin API, metrics).
     Serve(Settings),
     /// Create, list, show, update and delete device profiles.
     Profile {
@@ -89,12 +91,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // ntex and ntex-mqtt trace whole packets and bodies, provision secrets and credentials
+    // included, so their TRACE events are dropped whatever the filter asks for.
+    let no_wire_traces = tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("ntex"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().finish().with(no_wire_traces).init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(no_wire_traces)
+            .init(),
     }
 }
 
@@ -107,6 +118,10 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         running.http_addr(),
         config.data_dir.display()
     );
+    println!("provisiond: serving MQTT on {}", running.mqtt_addr());
+    if let Some(addr) = running.mqtt_tls_addr() {
+        println!("provisiond: serving MQTT over TLS on {addr}");
+    }
     println!("provisiond: serving CoAP on {}", running.coap_addr());
     running.wait()?;
     Ok(())

@@ -28,6 +28,11 @@ pub const COAP_OVERLOAD_TOTAL: &str = "provisiond_coap_overload_total";
 pub const COAP_MALFORMED_TOTAL: &str = "provisiond_coap_malformed_total";
 /// Answered CoAP exchanges forgotten before their lifetime because the dedup cache was full.
 pub const COAP_DEDUP_EVICTIONS_TOTAL: &str = "provisiond_coap_dedup_evictions_total";
+/// Open MQTT connections, plain and TLS, from TCP accept to close.
+pub const MQTT_CONNECTIONS: &str = "provisiond_mqtt_connections";
+/// MQTT connections or sessions the server ended, by reason (`connect_timeout`,
+/// `not_provisioning`, `topic`).
+pub const MQTT_REFUSED_TOTAL: &str = "provisiond_mqtt_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -94,4 +99,19 @@ pub fn coap_malformed() {
 /// Counts an answered CoAP exchange evicted from the full dedup cache.
 pub fn coap_dedup_eviction() {
     counter!(COAP_DEDUP_EVICTIONS_TOTAL).increment(1);
+}
+
+/// Counts an accepted MQTT connection.
+pub fn mqtt_connection_opened() {
+    gauge!(MQTT_CONNECTIONS).increment(1.0);
+}
+
+/// Counts a closed MQTT connection.
+pub fn mqtt_connection_closed() {
+    gauge!(MQTT_CONNECTIONS).decrement(1.0);
+}
+
+/// Counts an MQTT connection or session ended by the server.
+pub fn mqtt_refused(reason: &'static str) {
+    counter!(MQTT_REFUSED_TOTAL, "reason" => reason).increment(1);
 }

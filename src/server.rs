@@ -17,6 +17,8 @@ use crate::engine::{Engine, EngineOptions};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::transport::coap::{self, CoapOptions, CoapServer};
 use crate::transport::http::{self, HttpListenerOptions, HttpState};
+use crate::transport::mqtt::{self, MqttListenerOptions, MqttListeners};
+use crate::transport::tls::{self, TlsError, TlsFiles};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS listener's certificate, key or client CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A port could not be bound.
     #[error("cannot listen on {addr} ({what}): {reason}")]
     Bind {
@@ -51,6 +56,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct RunningServer {
     http_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    mqtt_tls_addr: Option<SocketAddr>,
     coap_addr: SocketAddr,
     engine: Engine,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -61,6 +68,16 @@ impl RunningServer {
     /// Where `/api/v1/provision` and the admin API listen.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where plain MQTT (3.1.1 and 5) listens.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// Where MQTT over TLS listens, when a certificate is configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
     }
 
     /// Where CoAP (UDP) `POST /api/v1/provision` listens.
@@ -109,9 +126,13 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
     )?);
     let admin_token = admin_token(config)?;
     let http_listener = bind(config, config.http.port, "http")?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let http_addr = local_addr(&http_listener)?;
+    let mqtt_listeners = bind_mqtt(config)?;
+    let mqtt_addr = local_addr(&mqtt_listeners.plain)?;
+    let mqtt_tls_addr = match &mqtt_listeners.tls {
+        Some((listener, _)) => Some(local_addr(listener)?),
+        None => None,
+    };
     let coap_socket = bind_udp(config, config.coap.port, "coap")?;
     let coap_addr = coap_socket
         .local_addr()
@@ -154,6 +175,15 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
         keep_alive_s: config.http.keep_alive_s,
         shutdown_timeout_ms: config.shutdown_timeout_ms,
     };
+    let mqtt_options = MqttListenerOptions {
+        workers: config.mqtt_workers(),
+        max_connections_per_worker: config.mqtt.max_connections_per_worker,
+        max_packet_bytes: config.mqtt.max_packet_bytes,
+        connect_timeout_ms: config.mqtt.connect_timeout_ms,
+        close_after_response_ms: config.mqtt.close_after_response_ms,
+        shutdown_timeout_ms: config.shutdown_timeout_ms,
+    };
+    let mqtt_engine = engine.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let thread_engine = engine.clone();
@@ -165,8 +195,12 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
                 .disable_signals()
                 .build(ntex::rt::DefaultRuntime)
                 .block_on(async move {
-                    let server = match http::serve(state, http_listener, options) {
-                        Ok(server) => server,
+                    let servers = http::serve(state, http_listener, options).and_then(|http| {
+                        let mqtt = mqtt::serve(mqtt_engine, mqtt_listeners, mqtt_options)?;
+                        Ok((http, mqtt))
+                    });
+                    let (http_server, mqtt_server) = match servers {
+                        Ok(servers) => servers,
                         Err(e) => {
                             let _ = started_tx.send(Err(e.to_string()));
                             return Err(ServerError::Runtime(e.to_string()));
@@ -178,7 +212,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
                     tracing::info!("stopping: listeners close, requests in flight finish");
                     ready.store(false, Ordering::Release);
                     coap_stopper.stop();
-                    server.stop(true).await;
+                    // The listeners stop together; each finishes its requests in flight.
+                    ntex::util::join(mqtt_server.stop(true), http_server.stop(true)).await;
                     Ok(())
                 });
             // CoAP answers what it is deciding (HTTP already has); only then may the engine stop.
@@ -212,9 +247,19 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
             });
         }
     }
-    tracing::info!(http = %http_addr, coap = %coap_addr, shards = engine.n_shards(), data_dir = %config.data_dir.display(), "provisiond serving");
+    tracing::info!(
+        http = %http_addr,
+        mqtt = %mqtt_addr,
+        mqtt_tls = ?mqtt_tls_addr,
+        coap = %coap_addr,
+        shards = engine.n_shards(),
+        data_dir = %config.data_dir.display(),
+        "provisiond serving"
+    );
     Ok(RunningServer {
         http_addr,
+        mqtt_addr,
+        mqtt_tls_addr,
         coap_addr,
         engine,
         stop: Some(stop_tx),
@@ -240,6 +285,31 @@ async fn wait_for_stop(stop: tokio::sync::oneshot::Receiver<()>, handle_signals:
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.to_string()))
+}
+
+/// The MQTT listeners, and the TLS configuration loaded up front so that a bad certificate
+/// fails the start with a line naming the file.
+fn bind_mqtt(config: &Config) -> Result<MqttListeners, ServerError> {
+    let plain = bind(config, config.mqtt.port, "mqtt")?;
+    let tls = match (&config.mqtt.tls_cert_file, &config.mqtt.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls_config = tls::server_config(&TlsFiles {
+                cert,
+                key,
+                client_ca: config.mqtt.tls_client_ca_file.as_deref(),
+                client_cert_required: config.mqtt.tls_client_cert_required,
+            })?;
+            Some((bind(config, config.mqtt.tls_port, "mqtt-tls")?, tls_config))
+        }
+        _ => None,
+    };
+    Ok(MqttListeners { plain, tls })
 }
 
 fn bind(config: &Config, port: u16, what: &'static str) -> Result<TcpListener, ServerError> {

@@ -2,8 +2,10 @@
 
 pub mod coap;
 pub mod http;
+pub mod mqtt;
 pub mod proto;
 pub mod streams;
+pub mod tls;
 pub mod wire;
 
 use std::time::Instant;

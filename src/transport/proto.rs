@@ -134,20 +134,30 @@ pub enum Encoding {
     Protobuf,
 }
 
+/// Which decoder a payload goes to: JSON if it starts like a JSON object, else protobuf. The
+/// reply uses that encoding even when decoding fails.
+pub fn payload_encoding(payload: &[u8]) -> Encoding {
+    let looks_like_json = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if looks_like_json {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    }
+}
+
 /// Decodes a payload as ThingsBoard does on MQTT and CoAP: a JSON object first; anything that
 /// does not start like a JSON object is tried as protobuf.
 pub fn decode_payload(
     payload: &[u8],
     transport: Transport,
 ) -> Result<(Request, Encoding), ParseError> {
-    let looks_like_json = payload
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{');
-    if looks_like_json {
-        return wire::parse_json(payload, transport).map(|r| (r, Encoding::Json));
+    match payload_encoding(payload) {
+        Encoding::Json => wire::parse_json(payload, transport).map(|r| (r, Encoding::Json)),
+        Encoding::Protobuf => decode_protobuf(payload, transport).map(|r| (r, Encoding::Protobuf)),
     }
-    decode_protobuf(payload, transport).map(|r| (r, Encoding::Protobuf))
 }
 
 /// Decodes `ProvisionDeviceRequestMsg`. Proto3 is permissive: an empty payload is an empty

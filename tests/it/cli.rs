@@ -227,6 +227,8 @@ fn generated_admin_token_is_private_printed_once_and_never_logged() {
                 "127.0.0.1",
                 "--http-port",
                 "0",
+                "--mqtt-port",
+                "0",
                 "--coap-port",
                 "0",
                 "--log-format",

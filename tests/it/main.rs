@@ -8,6 +8,7 @@ mod cli;
 mod coap;
 mod http;
 mod idempotency;
+mod mqtt;
 mod restart;
 
 use std::io::{BufRead, BufReader};
@@ -59,6 +60,30 @@ impl TestServer {
     /// The CoAP (UDP) address.
     pub fn coap_addr(&self) -> SocketAddr {
         self.running.as_ref().expect("running").coap_addr()
+    }
+
+    /// The plain MQTT address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").mqtt_addr()
+    }
+
+    /// The MQTT over TLS address (the test must have configured a certificate).
+    pub fn mqtt_tls_addr(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .expect("running")
+            .mqtt_tls_addr()
+            .expect("TLS listener configured")
+    }
+
+    /// Stops gracefully from another thread, returning its handle (to watch what clients see
+    /// while the server stops).
+    pub fn stop_in_background(mut self) -> std::thread::JoinHandle<()> {
+        let running = self.running.take().expect("running");
+        std::thread::spawn(move || {
+            running.stop().expect("clean stop");
+            drop(self);
+        })
     }
 
     /// A URL on this server.
@@ -188,6 +213,9 @@ pub fn test_config(dir: &Path) -> Config {
     config.bind = "127.0.0.1".parse().unwrap();
     config.http.port = 0;
     config.http.workers = 2;
+    config.mqtt.port = 0;
+    config.mqtt.tls_port = 0;
+    config.mqtt.workers = 2;
     config.coap.port = 0;
     config.engine.shards = 4;
     config.admin_token = Some(ADMIN_TOKEN.into());
@@ -263,6 +291,8 @@ pub struct ServerProcess {
     pub child: Child,
     /// Its HTTP address, read from its start-up line.
     pub addr: SocketAddr,
+    /// Its MQTT address, read from the line after.
+    pub mqtt_addr: SocketAddr,
     /// Its CoAP address, read from a later line.
     pub coap_addr: SocketAddr,
 }
@@ -276,6 +306,8 @@ impl ServerProcess {
                 "--bind",
                 "127.0.0.1",
                 "--http-port",
+                "0",
+                "--mqtt-port",
                 "0",
                 "--coap-port",
                 "0",
@@ -304,6 +336,15 @@ impl ServerProcess {
                 break addr.parse().unwrap();
             }
         };
+        let line = lines
+            .next()
+            .expect("server printed its MQTT address")
+            .unwrap();
+        let mqtt_addr = line
+            .strip_prefix("provisiond: serving MQTT on ")
+            .unwrap_or_else(|| panic!("the MQTT line follows the HTTP line, got {line:?}"))
+            .parse()
+            .unwrap();
         // Other transports may print their lines in between; the CoAP line comes after HTTP's.
         let coap_addr = loop {
             assert!(
@@ -321,6 +362,7 @@ impl ServerProcess {
         ServerProcess {
             child,
             addr,
+            mqtt_addr,
             coap_addr,
         }
     }
