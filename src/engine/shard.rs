@@ -260,6 +260,12 @@ impl Shard {
                     reservation,
                     reply,
                 } => {
+                    // The caller is gone (client disconnected, future dropped): nobody can be
+                    // told the outcome, so create nothing. Under REJECT a device nobody was told
+                    // about could never get its credentials.
+                    if reply.is_closed() {
+                        continue;
+                    }
                     let result = self.provision(&request, &name, claim, &mut overlay, &mut writes);
                     pending.push(Pending::Provision(reply, result));
                     held_reservations.extend(reservation);
