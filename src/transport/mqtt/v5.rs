@@ -124,7 +124,7 @@ pub(crate) async fn publish_v5(
     })
 }
 
-/// SUBSCRIBE (refused filters get 0x8F, as ThingsBoard sends), UNSUBSCRIBE (0x11 for a filter
+/// SUBSCRIBE (refused filters get 0x80, as SPEC §5 says; ThingsBoard itself sends 0x8F), UNSUBSCRIBE (0x11 for a filter
 /// that was not subscribed), PINGREQ, DISCONNECT; AUTH ends the session (0x8C).
 pub(crate) async fn protocol_v5(
     session: &v5::Session<SessionV5>,
@@ -136,7 +136,7 @@ pub(crate) async fn protocol_v5(
             for mut filter in subscribe.iter_mut() {
                 match session.subscribe(filter.topic(), filter.options().qos) {
                     Some(qos) => filter.confirm(qos),
-                    None => filter.fail(codec::SubscribeAckReason::TopicFilterInvalid),
+                    None => filter.fail(codec::SubscribeAckReason::UnspecifiedError),
                 }
             }
             subscribe.ack()
