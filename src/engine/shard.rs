@@ -420,7 +420,23 @@ impl Shard {
         if reply.is_closed() {
             return;
         }
-        let claim = match self.local_claim(&credentials_id, &device, overlay) {
+        let claim = self.try_reserve(&credentials_id, &device, ticket, overlay);
+        // A requester that went away never gets to release: undo at once.
+        if reply.send(claim).is_err() && claim == Claim::Free {
+            self.release(&credentials_id, ticket);
+        }
+    }
+
+    /// Reserves `credentials_id` for `device` under `ticket` if it is free for it; a failed
+    /// lookup refuses the claim rather than risk a duplicate.
+    fn try_reserve(
+        &mut self,
+        credentials_id: &str,
+        device: &str,
+        ticket: u64,
+        overlay: &Overlay,
+    ) -> Claim {
+        let claim = match self.local_claim(credentials_id, device, overlay) {
             Ok(claim) => claim,
             Err(error) => {
                 tracing::error!(shard = self.id.0, %error, "credentials lookup failed; refusing the claim");
@@ -429,15 +445,12 @@ impl Shard {
         };
         if claim == Claim::Free {
             self.reservations
-                .entry(credentials_id.clone())
-                .or_insert_with(|| (device, Vec::new()))
+                .entry(credentials_id.to_string())
+                .or_insert_with(|| (device.to_string(), Vec::new()))
                 .1
                 .push(ticket);
         }
-        // A requester that went away never gets to release: undo at once.
-        if reply.send(claim).is_err() && claim == Claim::Free {
-            self.release(&credentials_id, ticket);
-        }
+        claim
     }
 
     fn reserve_many(
@@ -451,21 +464,7 @@ impl Shard {
         }
         let mut claims = Vec::with_capacity(items.len());
         for (credentials_id, device, ticket) in &items {
-            let claim = match self.local_claim(credentials_id, device, overlay) {
-                Ok(claim) => claim,
-                Err(error) => {
-                    tracing::error!(shard = self.id.0, %error, "credentials lookup failed; refusing the claim");
-                    Claim::Taken
-                }
-            };
-            if claim == Claim::Free {
-                self.reservations
-                    .entry(credentials_id.clone())
-                    .or_insert_with(|| (device.clone(), Vec::new()))
-                    .1
-                    .push(*ticket);
-            }
-            claims.push(claim);
+            claims.push(self.try_reserve(credentials_id, device, *ticket, overlay));
         }
         if let Err(claims) = reply.send(claims) {
             for ((credentials_id, _, ticket), claim) in items.iter().zip(claims) {
