@@ -29,6 +29,16 @@ pub enum ConfigError {
         /// What the parser said.
         reason: String,
     },
+    /// An environment variable or `--set` gave a key a value of the wrong type.
+    #[error("invalid value for {key} (from {source_name}): {reason}")]
+    Override {
+        /// The key, dotted.
+        key: String,
+        /// Where the value came from.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value is out of range.
     #[error("invalid config value {key}: {reason}")]
     Invalid {
@@ -220,6 +230,84 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--sync-writes` / `PROVISIOND_SYNC_WRITES`
     pub sync_writes: Option<bool>,
+    /// `PROVISIOND_*` environment variables as (name, value); each one named after a key
+    /// (`http.max_body_bytes` → `PROVISIOND_HTTP_MAX_BODY_BYTES`) sets that key.
+    pub environment: Vec<(String, String)>,
+    /// `--set key=value` pairs, applied after the environment.
+    pub sets: Vec<(String, String)>,
+}
+
+/// Keys that have no value in the defaults file (so they are not found by walking it).
+const OPTIONAL_KEYS: [&str; 4] = [
+    "admin_token",
+    "mqtt.tls_cert_file",
+    "mqtt.tls_key_file",
+    "mqtt.tls_client_ca_file",
+];
+
+/// The environment variable that sets `key`.
+pub fn env_name(key: &str) -> String {
+    format!("PROVISIOND_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Every settable key, dotted (`http.max_body_bytes`).
+pub fn keys() -> Vec<String> {
+    let defaults: toml::Table =
+        toml::from_str(DEFAULT_TOML).expect("the embedded default configuration is valid");
+    let mut keys = Vec::new();
+    for (name, value) in &defaults {
+        match value {
+            toml::Value::Table(section) => {
+                keys.extend(section.keys().map(|k| format!("{name}.{k}")));
+            }
+            _ => keys.push(name.clone()),
+        }
+    }
+    keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+    keys
+}
+
+/// Sets a dotted key in the merged table; the value is read as TOML, or else as a string, and
+/// must have the type of the key's default.
+fn set_key(
+    table: &mut toml::Table,
+    key: &str,
+    text: &str,
+    source: &str,
+) -> Result<(), ConfigError> {
+    let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()));
+    let current = match key.split_once('.') {
+        Some((section, leaf)) => table
+            .get(section)
+            .and_then(|s| s.as_table())
+            .and_then(|s| s.get(leaf)),
+        None => table.get(key),
+    };
+    let expected = current.map_or("string", toml::Value::type_str);
+    if value.type_str() != expected {
+        return Err(ConfigError::Override {
+            key: key.to_string(),
+            source_name: source.to_string(),
+            reason: format!("expected {expected}, got {text:?}"),
+        });
+    }
+    match key.split_once('.') {
+        Some((section, leaf)) => {
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(section) = entry {
+                section.insert(leaf.to_string(), value);
+            }
+        }
+        None => {
+            table.insert(key.to_string(), value);
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -242,6 +330,21 @@ impl Config {
                 reason: e.message().to_string(),
             })?;
             merge(&mut merged, table);
+        }
+        let known = keys();
+        for (name, value) in &overrides.environment {
+            if let Some(key) = known.iter().find(|k| env_name(k) == *name) {
+                set_key(&mut merged, key, value, name)?;
+            }
+        }
+        for (key, value) in &overrides.sets {
+            if !known.contains(key) {
+                return Err(ConfigError::Invalid {
+                    key: "--set",
+                    reason: format!("unknown key {key:?} (see `provisiond config --default`)"),
+                });
+            }
+            set_key(&mut merged, key, value, "--set")?;
         }
         let mut config: Config =
             merged
@@ -454,6 +557,46 @@ mod tests {
             Config::load(Some(&path), &overrides).unwrap().http.port,
             9100
         );
+    }
+
+    #[test]
+    fn every_key_can_be_set_from_the_environment_and_with_set() {
+        let overrides = Overrides {
+            environment: vec![
+                ("PROVISIOND_HTTP_MAX_BODY_BYTES".into(), "131072".into()),
+                ("PROVISIOND_DATA_DIR".into(), "/srv/provisiond".into()),
+                ("PROVISIOND_MQTT_TLS_CERT_FILE".into(), "/etc/c.pem".into()),
+                ("PROVISIOND_MQTT_TLS_KEY_FILE".into(), "/etc/k.pem".into()),
+                ("PROVISIOND_UNRELATED".into(), "x".into()),
+            ],
+            sets: vec![("engine.max_batch".into(), "64".into())],
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &overrides).unwrap();
+        assert_eq!(config.http.max_body_bytes, 131072);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/provisiond"));
+        assert!(config.mqtt.tls_enabled());
+        assert_eq!(config.engine.max_batch, 64);
+        let unknown = Overrides {
+            sets: vec![("http.nope".into(), "1".into())],
+            ..Overrides::default()
+        };
+        assert!(
+            Config::load(None, &unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("http.nope")
+        );
+        let wrong_type = Overrides {
+            environment: vec![("PROVISIOND_HTTP_PORT".into(), "eighty".into())],
+            ..Overrides::default()
+        };
+        let err = Config::load(None, &wrong_type).unwrap_err().to_string();
+        assert!(
+            err.contains("http.port") && err.contains("PROVISIOND_HTTP_PORT"),
+            "{err}"
+        );
+        assert_eq!(env_name("mqtt.tls_port"), "PROVISIOND_MQTT_TLS_PORT");
     }
 
     #[test]

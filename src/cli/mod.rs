@@ -49,6 +49,15 @@ pub struct Settings {
     /// Sync the WAL before answering (true/false). Only benchmarks turn it off.
     #[arg(long, env = "PROVISIOND_SYNC_WRITES")]
     pub sync_writes: Option<bool>,
+    /// Set any configuration key, e.g. --set http.max_body_bytes=131072 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set, global = true)]
+    pub set: Vec<(String, String)>,
+}
+
+fn parse_set(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 /// Where a management command acts.
@@ -93,6 +102,10 @@ pub fn load(settings: &Settings) -> anyhow::Result<Config> {
             .filter(|t| !t.is_empty()),
         log_format: settings.log_format,
         sync_writes: settings.sync_writes,
+        environment: std::env::vars()
+            .filter(|(name, _)| name.starts_with("PROVISIOND_"))
+            .collect(),
+        sets: settings.set.clone(),
     };
     Ok(Config::load(settings.config.as_deref(), &overrides)?)
 }
