@@ -313,47 +313,50 @@ fn bind_mqtt(config: &Config) -> Result<MqttListeners, ServerError> {
 }
 
 fn bind(config: &Config, port: u16, what: &'static str) -> Result<TcpListener, ServerError> {
-    let addr = SocketAddr::new(config.bind, port);
-    let fail = |e: std::io::Error| ServerError::Bind {
-        what,
-        addr,
-        reason: e.to_string(),
-    };
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .map_err(fail)?;
-    socket.set_reuse_address(true).map_err(fail)?;
-    socket.bind(&addr.into()).map_err(fail)?;
-    // A deep backlog: a factory floor of devices powering on together connects in bursts.
-    socket.listen(4096).map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
-    Ok(socket.into())
+    open_socket(config, port, what, socket2::Type::STREAM).map(Into::into)
 }
 
 fn bind_udp(config: &Config, port: u16, what: &'static str) -> Result<UdpSocket, ServerError> {
+    open_socket(config, port, what, socket2::Type::DGRAM).map(Into::into)
+}
+
+/// A bound, non-blocking TCP listener or UDP socket, with errors naming the listener and address.
+fn open_socket(
+    config: &Config,
+    port: u16,
+    what: &'static str,
+    kind: socket2::Type,
+) -> Result<socket2::Socket, ServerError> {
     let addr = SocketAddr::new(config.bind, port);
     let fail = |e: std::io::Error| ServerError::Bind {
         what,
         addr,
         reason: e.to_string(),
     };
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )
-    .map_err(fail)?;
-    // No SO_REUSEADDR here: on UDP it would let a second process bind the same port and take a
-    // share of its datagrams, instead of being told the port is in use.
-    // A deep receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max, so a
-    // refusal is not an error.
-    let _ = socket.set_recv_buffer_size(coap::RECV_BUFFER_BYTES);
+    let stream = kind == socket2::Type::STREAM;
+    let protocol = if stream {
+        socket2::Protocol::TCP
+    } else {
+        socket2::Protocol::UDP
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))
+        .map_err(fail)?;
+    if stream {
+        socket.set_reuse_address(true).map_err(fail)?;
+    } else {
+        // No SO_REUSEADDR on UDP: it would let a second process bind the same port and take a
+        // share of its datagrams, instead of being told the port is in use.
+        // A deep receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max, so a
+        // refusal is not an error.
+        let _ = socket.set_recv_buffer_size(coap::RECV_BUFFER_BYTES);
+    }
     socket.bind(&addr.into()).map_err(fail)?;
+    if stream {
+        // A deep backlog: a factory floor of devices powering on together connects in bursts.
+        socket.listen(4096).map_err(fail)?;
+    }
     socket.set_nonblocking(true).map_err(fail)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// The admin token: configured, or read from `<data dir>/admin.token`, or generated there (0600)
