@@ -161,24 +161,29 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-fn strategy_arg(text: Option<String>) -> Result<Option<Strategy>, Reply> {
-    text.map(|t| {
-        parse_strategy(&t).ok_or_else(|| {
-            Reply::error(
-                400,
-                "strategy must be ALLOW_CREATE_NEW_DEVICES, CHECK_PRE_PROVISIONED_DEVICES or DISABLED",
-            )
+/// The optional strategy and re-provision policy of a create or update body.
+fn choices(
+    strategy: Option<&str>,
+    policy: Option<&str>,
+) -> Result<(Option<Strategy>, Option<ReprovisionPolicy>), Reply> {
+    let strategy = strategy
+        .map(|t| {
+            parse_strategy(t).ok_or_else(|| {
+                Reply::error(
+                    400,
+                    "strategy must be ALLOW_CREATE_NEW_DEVICES, CHECK_PRE_PROVISIONED_DEVICES or DISABLED",
+                )
+            })
         })
-    })
-    .transpose()
-}
-
-fn policy_arg(text: Option<String>) -> Result<Option<ReprovisionPolicy>, Reply> {
-    text.map(|t| {
-        parse_policy(&t)
-            .ok_or_else(|| Reply::error(400, "reprovisionPolicy must be RETURN_EXISTING or REJECT"))
-    })
-    .transpose()
+        .transpose()?;
+    let policy = policy
+        .map(|t| {
+            parse_policy(t).ok_or_else(|| {
+                Reply::error(400, "reprovisionPolicy must be RETURN_EXISTING or REJECT")
+            })
+        })
+        .transpose()?;
+    Ok((strategy, policy))
 }
 
 fn profile_error(e: ProfileError) -> Reply {
@@ -205,14 +210,11 @@ pub fn create_profile(engine: &Engine, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return body_error(e),
     };
-    let strategy = match strategy_arg(body.strategy) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let reprovision_policy = match policy_arg(body.reprovision_policy) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let (strategy, reprovision_policy) =
+        match choices(body.strategy.as_deref(), body.reprovision_policy.as_deref()) {
+            Ok(parsed) => parsed,
+            Err(r) => return r,
+        };
     let new = NewProfile {
         name: body.name,
         strategy,
@@ -255,14 +257,11 @@ pub fn update_profile(engine: &Engine, name: &str, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return body_error(e),
     };
-    let strategy = match strategy_arg(body.strategy) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let reprovision_policy = match policy_arg(body.reprovision_policy) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let (strategy, reprovision_policy) =
+        match choices(body.strategy.as_deref(), body.reprovision_policy.as_deref()) {
+            Ok(parsed) => parsed,
+            Err(r) => return r,
+        };
     let update = ProfileUpdate {
         strategy,
         provision_secret: body.provision_device_secret,
