@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod record;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,14 @@ use rocksdb::{
     Options, WriteBatch, WriteOptions,
 };
 
-use self::keys::{CF_CREDENTIALS, CF_DEVICES, CF_PROFILE_DEVICES, CF_PROFILES};
+use std::collections::BTreeMap;
+
+use self::keys::{
+    CF_CREDENTIALS, CF_DEVICES, CF_PROFILE_DEVICES, CF_PROFILE_STATS, CF_PROFILES,
+    STATS_COUNTED_KEY,
+};
 use self::record::{CredentialsOwner, DeviceRecord, ProfileRecord, decode, encode};
+use self::stats::ProfileCounts;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +120,9 @@ impl Store {
             let mut cf_opts = Options::default();
             cf_opts.set_block_based_table_factory(&block);
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *name == CF_PROFILE_STATS {
+                cf_opts.set_merge_operator_associative(stats::ADD_I64_MERGE, stats::add_i64);
+            }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(|e| {
@@ -128,11 +138,49 @@ impl Store {
         })?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
-        Ok(Store {
+        let store = Store {
             db,
             path: path.to_path_buf(),
             write_options,
-        })
+        };
+        store.count_devices_once()?;
+        Ok(store)
+    }
+
+    /// Builds the per-profile counters from the devices when this data directory has none yet
+    /// (created before the counters existed); afterwards every device write keeps them current.
+    fn count_devices_once(&self) -> Result<(), StoreError> {
+        let stats = self.cf(CF_PROFILE_STATS);
+        if self.db.get_pinned_cf(stats, STATS_COUNTED_KEY)?.is_some() {
+            return Ok(());
+        }
+        let mut counts: BTreeMap<String, ProfileCounts> = BTreeMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_DEVICES), IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let device: DeviceRecord = decode(&value)?;
+            let entry = counts.entry(device.profile).or_default();
+            entry.stored += 1;
+            entry.provisioned += i64::from(device.provisioned);
+        }
+        let mut batch = WriteBatch::default();
+        for (profile, counts) in &counts {
+            batch.put_cf(
+                stats,
+                keys::stat_key(profile, keys::Stat::Stored),
+                counts.stored.to_le_bytes(),
+            );
+            batch.put_cf(
+                stats,
+                keys::stat_key(profile, keys::Stat::Provisioned),
+                counts.provisioned.to_le_bytes(),
+            );
+        }
+        batch.put_cf(stats, STATS_COUNTED_KEY, [1]);
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
     }
 
     /// The data directory.
@@ -246,8 +294,23 @@ impl Store {
         StoreBatch::default()
     }
 
-    /// Stages a device write (record and per-profile index entry).
-    pub fn stage_device(&self, batch: &mut StoreBatch, device: &DeviceRecord) {
+    /// Stages a device write (record, per-profile index entry and counters). `previous` is the
+    /// record being replaced, as the caller read it, so the counters move by the difference.
+    pub fn stage_device(
+        &self,
+        batch: &mut StoreBatch,
+        device: &DeviceRecord,
+        previous: Option<&DeviceRecord>,
+    ) {
+        self.stage_counts(batch, previous, Some(device));
+        if let Some(previous) = previous
+            && previous.profile != device.profile
+        {
+            batch.batch.delete_cf(
+                self.cf(CF_PROFILE_DEVICES),
+                keys::profile_device_key(&previous.profile, &previous.name),
+            );
+        }
         batch
             .batch
             .put_cf(self.cf(CF_DEVICES), device.name.as_bytes(), encode(device));
@@ -258,8 +321,9 @@ impl Store {
         );
     }
 
-    /// Stages the removal of a device and its index entry.
+    /// Stages the removal of a device, its index entry and its share of the counters.
     pub fn stage_device_delete(&self, batch: &mut StoreBatch, device: &DeviceRecord) {
+        self.stage_counts(batch, Some(device), None);
         batch
             .batch
             .delete_cf(self.cf(CF_DEVICES), device.name.as_bytes());
@@ -267,6 +331,62 @@ impl Store {
             self.cf(CF_PROFILE_DEVICES),
             keys::profile_device_key(&device.profile, &device.name),
         );
+    }
+
+    fn stage_counts(
+        &self,
+        batch: &mut StoreBatch,
+        previous: Option<&DeviceRecord>,
+        next: Option<&DeviceRecord>,
+    ) {
+        for (profile, stat, delta) in stats::deltas(previous, next) {
+            batch.batch.merge_cf(
+                self.cf(CF_PROFILE_STATS),
+                keys::stat_key(&profile, stat),
+                delta.to_le_bytes(),
+            );
+        }
+    }
+
+    /// Devices stored and provisioned, per profile (profiles that never had a device are absent).
+    pub fn profile_counts(&self) -> Result<BTreeMap<String, ProfileCounts>, StoreError> {
+        let mut table = BTreeMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PROFILE_STATS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            stats::accumulate(&mut table, &key, &value);
+        }
+        Ok(table)
+    }
+
+    /// On-disk size and compaction backlog, summed over the column families.
+    pub fn sizes(&self) -> StoreSizes {
+        let mut sizes = StoreSizes::default();
+        for name in keys::ALL_CFS {
+            let property = |p: &str| {
+                self.db
+                    .property_int_value_cf(self.cf(name), p)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            sizes.sst_bytes += property("rocksdb.live-sst-files-size");
+            sizes.memtable_bytes += property("rocksdb.cur-size-all-mem-tables");
+            sizes.pending_compaction_bytes += property("rocksdb.estimate-pending-compaction-bytes");
+        }
+        sizes
+    }
+
+    /// Whether RocksDB reports no background error (a failed flush or compaction, such as a full
+    /// disk, stops writes until it is resolved).
+    pub fn healthy(&self) -> bool {
+        self.db
+            .property_int_value("rocksdb.background-errors")
+            .ok()
+            .flatten()
+            == Some(0)
     }
 
     /// Stages `credentials_id → device`.
@@ -321,6 +441,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Sizes RocksDB reports, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreSizes {
+    /// Live SST files on disk.
+    pub sst_bytes: u64,
+    /// Memtables in memory (not yet flushed to SST files).
+    pub memtable_bytes: u64,
+    /// Estimated bytes compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
 }
 
 /// A point-in-time view of the store (export reads it twice and sees the same devices).
@@ -384,10 +515,10 @@ mod tests {
             let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
             let mut batch = store.batch();
             for name in ["b", "a", "c"] {
-                store.stage_device(&mut batch, &device(name, "p"));
+                store.stage_device(&mut batch, &device(name, "p"), None);
                 store.stage_credentials(&mut batch, &format!("tok-{name}"), name);
             }
-            store.stage_device(&mut batch, &device("z", "other"));
+            store.stage_device(&mut batch, &device("z", "other"), None);
             store.commit(batch).unwrap();
         }
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
@@ -405,6 +536,49 @@ mod tests {
             ["b"]
         );
         assert!(!store.profile_has_devices("nobody").unwrap());
+    }
+
+    #[test]
+    fn profile_counters_follow_writes_survive_reopen_and_are_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let mut batch = store.batch();
+            for name in ["a", "b", "c"] {
+                store.stage_device(&mut batch, &device(name, "p"), None);
+            }
+            store.commit(batch).unwrap();
+            let mut batch = store.batch();
+            let mut provisioned = device("a", "p");
+            provisioned.provisioned = true;
+            store.stage_device(&mut batch, &provisioned, Some(&device("a", "p")));
+            store.stage_device_delete(&mut batch, &device("c", "p"));
+            store.commit(batch).unwrap();
+            let want = ProfileCounts {
+                stored: 2,
+                provisioned: 1,
+            };
+            assert_eq!(store.profile_counts().unwrap()["p"], want);
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert_eq!(store.profile_counts().unwrap()["p"].stored, 2);
+        // A directory from before the counters: the marker and counters are gone, so open
+        // counts the devices again.
+        store
+            .db
+            .delete_range_cf(
+                store.cf(CF_PROFILE_STATS),
+                b"\0".as_slice(),
+                b"\xff".as_slice(),
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let want = ProfileCounts {
+            stored: 2,
+            provisioned: 1,
+        };
+        assert_eq!(store.profile_counts().unwrap()["p"], want);
     }
 
     #[test]
