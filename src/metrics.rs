@@ -4,11 +4,18 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub mod scrape;
 
 /// Provisioning requests by transport, status and reason.
 pub const REQUESTS_TOTAL: &str = "provisiond_requests_total";
+/// Provisioning requests whose provision key named a profile, by profile and status. NOT_FOUND
+/// here means a wrong secret (or a disabled profile): the brute-force signal.
+pub const PROFILE_REQUESTS_TOTAL: &str = "provisiond_profile_requests_total";
 /// Request duration by transport.
 pub const REQUEST_DURATION_SECONDS: &str = "provisiond_request_duration_seconds";
 /// Messages per group commit.
@@ -28,17 +35,40 @@ pub const COAP_OVERLOAD_TOTAL: &str = "provisiond_coap_overload_total";
 pub const COAP_MALFORMED_TOTAL: &str = "provisiond_coap_malformed_total";
 /// Answered CoAP exchanges forgotten before their lifetime because the dedup cache was full.
 pub const COAP_DEDUP_EVICTIONS_TOTAL: &str = "provisiond_coap_dedup_evictions_total";
-/// Open MQTT connections, plain and TLS, from TCP accept to close.
-pub const MQTT_CONNECTIONS: &str = "provisiond_mqtt_connections";
+/// Open connections by transport (`HTTP`, `MQTT`; CoAP is connectionless). MQTT is counted from
+/// TCP accept to close; HTTP is read from the kernel's socket table at scrape time.
+pub const OPEN_CONNECTIONS: &str = "provisiond_open_connections";
 /// MQTT connections or sessions the server ended, by reason (`connect_timeout`,
 /// `not_provisioning`, `topic`).
 pub const MQTT_REFUSED_TOTAL: &str = "provisiond_mqtt_refused_total";
+/// Bulk-import rows by result (`created`, `updated`, `failed`).
+pub const IMPORT_ROWS_TOTAL: &str = "provisiond_import_rows_total";
+/// Devices stored, per profile (read from the store's counters at scrape time).
+pub const DEVICES_STORED: &str = "provisiond_devices_stored";
+/// Devices whose `provisionState` is `provisioned`, per profile.
+pub const DEVICES_PROVISIONED: &str = "provisiond_devices_provisioned";
+/// Live SST files on disk.
+pub const STORE_SST_BYTES: &str = "provisiond_store_sst_bytes";
+/// Memtables not yet flushed.
+pub const STORE_MEMTABLE_BYTES: &str = "provisiond_store_memtable_bytes";
+/// Bytes RocksDB estimates compaction still has to rewrite.
+pub const STORE_PENDING_COMPACTION_BYTES: &str = "provisiond_store_pending_compaction_bytes";
+/// Free bytes (for unprivileged users) on the data directory's filesystem.
+pub const DISK_FREE_BYTES: &str = "provisiond_disk_free_bytes";
+/// Size of the data directory's filesystem.
+pub const DISK_SIZE_BYTES: &str = "provisiond_disk_size_bytes";
+/// Capacity of each shard's mailbox (`engine.mailbox_capacity`), for saturation ratios.
+pub const SHARD_MAILBOX_CAPACITY: &str = "provisiond_shard_mailbox_capacity";
+/// 1 while RocksDB reports no background error (such as a full disk), else 0.
+pub const STORE_HEALTHY: &str = "provisiond_store_healthy";
+/// Always 1; the `version` label tells which build runs.
+pub const BUILD_INFO: &str = "provisiond_build_info";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders `/metrics`.
 pub fn install() -> PrometheusHandle {
-    HANDLE
+    let handle = HANDLE
         .get_or_init(|| {
             let buckets = [
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -50,7 +80,117 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process")
         })
-        .clone()
+        .clone();
+    DESCRIBED.get_or_init(describe);
+    handle
+}
+
+static DESCRIBED: OnceLock<()> = OnceLock::new();
+
+/// Registers help texts and units, and starts the counters that alerts take a `rate()` of at 0,
+/// so that they exist in the first scrape instead of appearing with their first event.
+fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Provisioning requests answered, by transport, status and reason."
+    );
+    describe_counter!(
+        PROFILE_REQUESTS_TOTAL,
+        "Provisioning requests with a known provision key, by profile and status."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from a request's arrival to its answer, by transport."
+    );
+    describe_histogram!(SHARD_BATCH_SIZE, "Messages decided per group commit.");
+    describe_gauge!(
+        SHARD_MAILBOX_DEPTH,
+        "Messages waiting in a shard's mailbox after its last batch."
+    );
+    describe_counter!(
+        SHARD_MAILBOX_FULL_TOTAL,
+        "Times a caller found a shard mailbox full."
+    );
+    describe_histogram!(
+        STORE_SYNC_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one batch commit including its WAL sync."
+    );
+    describe_counter!(
+        COAP_RETRANSMISSIONS_TOTAL,
+        "CoAP retransmissions answered from the dedup cache or absorbed."
+    );
+    describe_counter!(
+        COAP_OVERLOAD_TOTAL,
+        "CoAP requests answered 5.03 (overload)."
+    );
+    describe_counter!(COAP_MALFORMED_TOTAL, "Malformed CoAP datagrams.");
+    describe_counter!(
+        COAP_DEDUP_EVICTIONS_TOTAL,
+        "CoAP exchanges forgotten early because the dedup cache was full."
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Open connections, by transport.");
+    describe_counter!(
+        MQTT_REFUSED_TOTAL,
+        "MQTT connections or sessions ended by the server, by reason."
+    );
+    describe_counter!(IMPORT_ROWS_TOTAL, "Bulk-import rows, by result.");
+    describe_gauge!(DEVICES_STORED, "Devices stored, per profile.");
+    describe_gauge!(
+        DEVICES_PROVISIONED,
+        "Devices whose provisionState is provisioned, per profile."
+    );
+    describe_gauge!(STORE_SST_BYTES, Unit::Bytes, "Live SST files on disk.");
+    describe_gauge!(
+        STORE_MEMTABLE_BYTES,
+        Unit::Bytes,
+        "Memtables not yet flushed."
+    );
+    describe_gauge!(
+        STORE_PENDING_COMPACTION_BYTES,
+        Unit::Bytes,
+        "Bytes compaction still has to rewrite (estimate)."
+    );
+    describe_gauge!(
+        STORE_HEALTHY,
+        "1 while the store reports no background error, else 0."
+    );
+    describe_gauge!(
+        DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the data directory's filesystem."
+    );
+    describe_gauge!(
+        DISK_SIZE_BYTES,
+        Unit::Bytes,
+        "Size of the data directory's filesystem."
+    );
+    describe_gauge!(
+        SHARD_MAILBOX_CAPACITY,
+        "Messages each shard's mailbox holds (engine.mailbox_capacity)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    counter!(SHARD_MAILBOX_FULL_TOTAL).absolute(0);
+    for name in [
+        COAP_RETRANSMISSIONS_TOTAL,
+        COAP_OVERLOAD_TOTAL,
+        COAP_MALFORMED_TOTAL,
+        COAP_DEDUP_EVICTIONS_TOTAL,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for reason in ["connect_timeout", "not_provisioning", "topic"] {
+        counter!(MQTT_REFUSED_TOTAL, "reason" => reason).absolute(0);
+    }
+    for result in ["created", "updated", "failed"] {
+        counter!(IMPORT_ROWS_TOTAL, "result" => result).absolute(0);
+    }
+    for transport in ["HTTP", "MQTT"] {
+        gauge!(OPEN_CONNECTIONS, "transport" => transport).set(0.0);
+    }
+    scrape::describe();
 }
 
 /// Counts one provisioning request and records its duration.
@@ -65,10 +205,20 @@ pub fn request(
     histogram!(REQUEST_DURATION_SECONDS, "transport" => transport).record(took.as_secs_f64());
 }
 
+/// Counts one request of a known profile.
+pub fn profile_request(profile: String, status: &'static str) {
+    counter!(PROFILE_REQUESTS_TOTAL, "profile" => profile, "status" => status).increment(1);
+}
+
 /// Records one drained batch of a shard.
 pub fn shard_batch(shard: &str, size: usize, depth_after: usize) {
     histogram!(SHARD_BATCH_SIZE).record(size as f64);
     gauge!(SHARD_MAILBOX_DEPTH, "shard" => shard.to_string()).set(depth_after as f64);
+}
+
+/// Publishes the configured mailbox capacity.
+pub fn shard_mailbox_capacity(capacity: usize) {
+    gauge!(SHARD_MAILBOX_CAPACITY).set(capacity as f64);
 }
 
 /// Counts a full mailbox met by a caller.
@@ -103,15 +253,22 @@ pub fn coap_dedup_eviction() {
 
 /// Counts an accepted MQTT connection.
 pub fn mqtt_connection_opened() {
-    gauge!(MQTT_CONNECTIONS).increment(1.0);
+    gauge!(OPEN_CONNECTIONS, "transport" => "MQTT").increment(1.0);
 }
 
 /// Counts a closed MQTT connection.
 pub fn mqtt_connection_closed() {
-    gauge!(MQTT_CONNECTIONS).decrement(1.0);
+    gauge!(OPEN_CONNECTIONS, "transport" => "MQTT").decrement(1.0);
 }
 
 /// Counts an MQTT connection or session ended by the server.
 pub fn mqtt_refused(reason: &'static str) {
     counter!(MQTT_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts bulk-import rows of one result.
+pub fn import_rows(result: &'static str, rows: u64) {
+    if rows > 0 {
+        counter!(IMPORT_ROWS_TOTAL, "result" => result).increment(rows);
+    }
 }

@@ -152,8 +152,11 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
         admin_token,
         max_body_bytes: config.http.max_body_bytes,
         metrics: crate::metrics::install(),
+        http_port: http_addr.port(),
         ready: ready.clone(),
     });
+    // After the recorder is installed (HttpState's `metrics`), or the value would be lost.
+    crate::metrics::shard_mailbox_capacity(config.engine.mailbox_capacity);
     let coap = match CoapServer::spawn(
         coap_socket,
         engine.clone(),

@@ -14,6 +14,7 @@ use self::columns::{ColumnKind, build_row, kind_from_header, parse_kind};
 use self::records::{Record, RecordReader};
 use crate::engine::Engine;
 use crate::engine::import::{ImportMode, ImportRow, RowOutcome};
+use crate::metrics as m;
 
 /// Rows handed to the engine at once.
 pub const CHUNK_ROWS: usize = 4096;
@@ -237,6 +238,19 @@ fn to_item(record: Record, columns: &[ColumnKind], profile: Option<&str>) -> Ite
 }
 
 fn tally(
+    summary: &mut ImportSummary,
+    items: Vec<Item>,
+    outcomes: Vec<RowOutcome>,
+    observer: &mut dyn ImportObserver,
+) {
+    let before = (summary.created, summary.updated, summary.failed);
+    tally_rows(summary, items, outcomes, observer);
+    m::import_rows("created", summary.created - before.0);
+    m::import_rows("updated", summary.updated - before.1);
+    m::import_rows("failed", summary.failed - before.2);
+}
+
+fn tally_rows(
     summary: &mut ImportSummary,
     items: Vec<Item>,
     outcomes: Vec<RowOutcome>,

@@ -370,7 +370,7 @@ impl Shard {
             return Err(storage_failure(error));
         }
         if let Some(write) = decision.write {
-            self.stage(write, overlay, writes);
+            self.stage(write, existing.as_ref(), overlay, writes);
         }
         decision.outcome
     }
@@ -508,12 +508,18 @@ impl Shard {
         let (outcome, write) =
             decide_import(row, default_type, existing.as_ref(), claim, mode, now_ms());
         if let Some(write) = write {
-            self.stage_import(write, overlay, writes);
+            self.stage_import(write, existing.as_ref(), overlay, writes);
         }
         outcome
     }
 
-    fn stage_import(&self, write: ImportWrite, overlay: &mut Overlay, writes: &mut StoreBatch) {
+    fn stage_import(
+        &self,
+        write: ImportWrite,
+        previous: Option<&DeviceRecord>,
+        overlay: &mut Overlay,
+        writes: &mut StoreBatch,
+    ) {
         let name = write.record.name.as_str();
         if let Some(old) = write.released_id {
             let owner = match overlay.credentials.get(&old) {
@@ -530,6 +536,7 @@ impl Shard {
                 record: write.record,
                 claimed_id: write.claimed_id,
             },
+            previous,
             overlay,
             writes,
         );
@@ -546,13 +553,20 @@ impl Shard {
         }
     }
 
-    fn stage(&self, write: DeviceWrite, overlay: &mut Overlay, writes: &mut StoreBatch) {
+    /// Stages a device write; `previous` is the record it replaces, as read in this batch.
+    fn stage(
+        &self,
+        write: DeviceWrite,
+        previous: Option<&DeviceRecord>,
+        overlay: &mut Overlay,
+        writes: &mut StoreBatch,
+    ) {
         let name = write.record.name.clone();
         if let Some(id) = write.claimed_id {
             self.store.stage_credentials(writes, &id, &name);
             overlay.credentials.insert(id, Some(name.clone()));
         }
-        self.store.stage_device(writes, &write.record);
+        self.store.stage_device(writes, &write.record, previous);
         overlay.devices.insert(name, Some(write.record));
     }
 
@@ -582,9 +596,10 @@ impl Shard {
         overlay: &mut Overlay,
         writes: &mut StoreBatch,
     ) -> Result<Option<DeviceRecord>, ProvisionError> {
-        let Some(mut device) = self.read_device(name, overlay).map_err(storage_failure)? else {
+        let Some(before) = self.read_device(name, overlay).map_err(storage_failure)? else {
             return Ok(None);
         };
+        let mut device = before.clone();
         if drop_credentials {
             self.unclaim(&device, overlay, writes)?;
             device.credentials = None;
@@ -592,7 +607,7 @@ impl Shard {
         device.provisioned = false;
         device.provisioned_at_ms = None;
         device.provisioned_via = None;
-        self.store.stage_device(writes, &device);
+        self.store.stage_device(writes, &device, Some(&before));
         overlay
             .devices
             .insert(name.to_string(), Some(device.clone()));

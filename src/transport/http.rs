@@ -41,6 +41,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The HTTP listener's port, whose open connections `/metrics` counts.
+    pub http_port: u16,
     /// Set once every listener is bound and serving.
     pub ready: Arc<AtomicBool>,
 }
@@ -484,6 +486,7 @@ async fn export(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpRespons
 }
 
 async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
+    crate::metrics::scrape::refresh(st.engine.store(), st.http_port);
     HttpResponse::Ok()
         .header(
             header::CONTENT_TYPE,
@@ -495,8 +498,9 @@ async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
 async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
     let listeners = st.ready.load(Ordering::Acquire);
     let shards = st.engine.shards_running();
-    let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": true });
-    let status = if listeners && shards {
+    let store = st.engine.store().healthy();
+    let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": store });
+    let status = if listeners && shards && store {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -20,11 +20,20 @@ use crate::store::record::Credentials;
 pub async fn provision(engine: &Engine, request: Request) -> Result<Credentials, ProvisionError> {
     let transport = request.transport.as_str();
     let started = Instant::now();
+    // Per-profile counts need the profile's name; an unknown key has none and is counted only
+    // under reason="unknown_key".
+    let profile = engine
+        .profiles()
+        .by_key(&request.provision_key)
+        .map(|profile| profile.name.clone());
     let result = engine.provision(request).await;
     let took = started.elapsed();
     match &result {
         Ok(_) => {
             m::request(transport, "SUCCESS", "none", took);
+            if let Some(profile) = profile {
+                m::profile_request(profile, "SUCCESS");
+            }
             tracing::debug!(transport, "provisioned");
         }
         Err(error) => {
@@ -33,6 +42,9 @@ pub async fn provision(engine: &Engine, request: Request) -> Result<Credentials,
                 Status::Failure => "FAILURE",
             };
             m::request(transport, status, error.reason(), took);
+            if let Some(profile) = profile {
+                m::profile_request(profile, status);
+            }
             match error.status() {
                 Status::NotFound => tracing::debug!(
                     transport,
