@@ -6,8 +6,10 @@ mod admin;
 mod bulk;
 mod cli;
 mod coap;
+mod deploy;
 mod http;
 mod idempotency;
+mod metrics;
 mod mqtt;
 mod restart;
 
@@ -300,7 +302,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `provisiond serve` on `data_dir` with an ephemeral port and waits until it serves.
     pub fn start(data_dir: &Path) -> ServerProcess {
-        let mut child = Command::new(binary())
+        ServerProcess::start_with(data_dir, |_| {})
+    }
+
+    /// As [`ServerProcess::start`], with `adjust` changing the command last (environment,
+    /// where standard error goes).
+    pub fn start_with(data_dir: &Path, adjust: impl FnOnce(&mut Command)) -> ServerProcess {
+        let mut command = Command::new(binary());
+        command
             .args([
                 "serve",
                 "--bind",
@@ -319,9 +328,9 @@ impl ServerProcess {
             .env("PROVISIOND_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
+            .stderr(Stdio::null());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
