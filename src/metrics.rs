@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub mod scrape;
 
@@ -70,12 +70,20 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     let handle = HANDLE
         .get_or_init(|| {
-            let buckets = [
+            // Durations: 100 µs to 2.5 s. Batch sizes: powers of two up to the largest
+            // `engine.max_batch` worth running; seconds buckets would put every batch above 2
+            // in the last bucket.
+            let seconds = [
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5,
             ];
+            let batch_sizes = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+            ];
             PrometheusBuilder::new()
-                .set_buckets(&buckets)
+                .set_buckets(&seconds)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(SHARD_BATCH_SIZE.into()), &batch_sizes)
                 .expect("bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process")

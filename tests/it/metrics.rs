@@ -383,6 +383,14 @@ fn scrape_has_every_dashboard_and_alert_metric_and_counts_the_traffic() {
     );
     assert!(metrics.sum("provisiond_open_connections", &[("transport", "HTTP")]) >= 1.0);
     assert!(metrics.sum("provisiond_shard_batch_size_count", &[]) >= 1.0);
+    // Batch sizes have buckets of their own (powers of two), not the seconds buckets.
+    assert!(
+        metrics.0.iter().any(
+            |(name, labels, _)| name == "provisiond_shard_batch_size_bucket"
+                && labels.iter().any(|(k, v)| k == "le" && v == "1024")
+        ),
+        "batch size buckets go up to 1024"
+    );
     assert!(metrics.sum("provisiond_store_sync_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(
         metrics.sum("provisiond_shard_mailbox_capacity", &[]),
