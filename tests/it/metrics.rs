@@ -460,3 +460,36 @@ fn healthz_and_readyz_answer_once_serving() {
     }
     server.kill();
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = ServerProcess::start_with(&dir.path().join("data"), |command| {
+        command
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::from(log));
+    });
+    let reply = curl_provision(server.addr, &body("no-such-key", "s", "x"));
+    assert_eq!(reply["status"], "NOT_FOUND");
+    server.kill();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let mut refusals = 0;
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            event["timestamp"].is_string() && event["level"].is_string(),
+            "{line}"
+        );
+        if event["fields"]["reason"] == "unknown_key" {
+            refusals += 1;
+        }
+    }
+    assert_eq!(
+        refusals, 1,
+        "the refusal is logged with its reason:\n{text}"
+    );
+}
