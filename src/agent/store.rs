@@ -53,8 +53,8 @@ impl Stored {
                 password,
             } => format!(
                 "MQTT_BASIC (clientId {}, userName {}, {})",
-                client_id.as_deref().unwrap_or("none"),
-                user_name.as_deref().unwrap_or("none"),
+                shown(client_id),
+                shown(user_name),
                 if password.is_some() {
                     "with a password"
                 } else {
@@ -101,6 +101,11 @@ impl Stored {
             )),
         }
     }
+}
+
+/// A non-secret field for people: `none` when absent or empty.
+fn shown(field: &Option<String>) -> &str {
+    field.as_deref().filter(|v| !v.is_empty()).unwrap_or("none")
 }
 
 /// `<dir>/.credentials`.

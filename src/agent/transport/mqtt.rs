@@ -85,7 +85,9 @@ pub fn connect(endpoint: &Endpoint, login: &Login) -> Result<(), (bool, String)>
             Ok(Err(ConnectionError::ConnectionRefused(code))) => {
                 return Err((
                     true,
-                    format!("{target} refused the stored credentials: {code:?}"),
+                    format!(
+                        "{target} refused the stored credentials: {code:?} (a provisioning-only server such as provisiond refuses every device session)"
+                    ),
                 ));
             }
             Ok(Err(e)) => return Err((false, format!("{target}: {e}"))),

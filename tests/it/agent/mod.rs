@@ -1,6 +1,7 @@
 //! `provisiond agent` as a device runs it: the real binary, configured by the ThingsBoard
 //! gateway's environment variables, against a real provisiond over MQTT, HTTP and CoAP.
 
+mod broker;
 mod failures;
 mod lifecycle;
 mod variables;
