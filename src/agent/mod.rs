@@ -220,8 +220,15 @@ pub fn check(config_dir: &Path, connect: Option<&Reach>) -> Result<Checked, Agen
             .ok_or_else(|| {
                 AgentError::CorruptCredentials(format!("{} holds no private key", key.display()))
             })?;
+        key_matches(&chain, &private).map_err(|why| {
+            AgentError::CorruptCredentials(format!(
+                "{} does not belong to {}: {why}",
+                key.display(),
+                cert.display()
+            ))
+        })?;
         notes.push(format!(
-            "certificate {}, key {}",
+            "certificate {}, key {} (the key matches the certificate)",
             cert.display(),
             key.display()
         ));
@@ -279,5 +286,21 @@ pub fn check(config_dir: &Path, connect: Option<&Reach>) -> Result<Checked, Agen
         }),
         Err((true, why)) => Err(AgentError::CredentialsRejected(why)),
         Err((false, why)) => Err(AgentError::Unreachable(why)),
+    }
+}
+
+/// Whether `key` is the private key of the first certificate of `chain`.
+fn key_matches(
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    key: &rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<(), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| e.to_string())?;
+    match rustls::sign::CertifiedKey::new(chain.to_vec(), signing).keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }

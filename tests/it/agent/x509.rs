@@ -88,9 +88,22 @@ fn the_generated_certificate_parses_matches_its_key_and_is_the_servers_credentia
     // check reads the pair back.
     let out = succeeded(&agent(dir.path(), &["check"], &[]).output().unwrap());
     assert!(
-        out.contains("X509_CERTIFICATE") && out.contains("cert.pem"),
+        out.contains("X509_CERTIFICATE") && out.contains("the key matches"),
         "{out}"
     );
+
+    // Another key in key.pem: check says the pair is broken.
+    openssl(&[
+        "ecparam",
+        "-genkey",
+        "-name",
+        "prime256v1",
+        "-noout",
+        "-out",
+        &key_file,
+    ]);
+    let line = failed_with(&agent(dir.path(), &["check"], &[]).output().unwrap(), 4);
+    assert!(line.contains("does not belong to"), "{line}");
 }
 
 #[test]
