@@ -113,7 +113,7 @@ fn execute(args: AgentArgs) -> Result<(), AgentError> {
             } else {
                 None
             };
-            let checked = agent::check(&dir, reach.as_ref())?;
+            let checked = agent::check::run(&dir, reach.as_ref())?;
             println!(
                 "provisiond agent: stored in {}: {}",
                 store::path(&dir).display(),
