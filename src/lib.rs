@@ -5,6 +5,7 @@
 #![deny(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod admin;
+pub mod agent;
 pub mod bulk;
 pub mod config;
 pub mod engine;

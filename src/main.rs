@@ -1,4 +1,4 @@
-//! The provisiond command line: `serve`, `profile …`, `import`, `export`, `config`. A thin edge:
+//! The provisiond command line: `serve`, `profile …`, `import`, `export`, `agent`, `config`. A thin edge:
 //! parse flags, load the configuration, call the library, print one line naming any failure and
 //! exit non-zero.
 
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use cli::agent::AgentArgs;
 use cli::bulk::{ExportArgs, ImportArgs};
 use cli::profile::ProfileAction;
 use cli::{Settings, Target, load};
@@ -43,6 +44,9 @@ enum Command {
     Import(ImportArgs),
     /// Export devices as CSV, credentials and provisionState included.
     Export(ExportArgs),
+    /// The device side: provision on first start like the ThingsBoard IoT Gateway, keep the
+    /// credentials in <config dir>/.credentials; `reset` forgets them, `check` shows them.
+    Agent(AgentArgs),
     /// Print the configuration: the built-in defaults, or the effective values.
     Config {
         /// Print the default configuration file (deploy/provisiond.toml).
@@ -58,6 +62,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The agent has its own exit codes, one per cause.
+    let cli = match cli.command {
+        Command::Agent(args) => return cli::agent::run(args),
+        command => Cli { command },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -73,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile { action, target } => cli::profile::run(action, target),
         Command::Import(args) => cli::bulk::import(args),
         Command::Export(args) => cli::bulk::export(args),
+        Command::Agent(_) => unreachable!("main runs the agent itself"),
         Command::Config {
             default,
             effective,

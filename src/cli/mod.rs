@@ -1,6 +1,7 @@
 //! The command implementations behind `main.rs`: where a command acts (a running server's admin
 //! API, or a data directory no server holds) and the shared settings.
 
+pub mod agent;
 pub mod bulk;
 pub mod profile;
 

@@ -3,6 +3,7 @@
 //! restarts and real kills.
 
 mod admin;
+mod agent;
 mod bulk;
 mod cli;
 mod coap;

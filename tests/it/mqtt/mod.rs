@@ -6,7 +6,7 @@ mod client;
 mod codec;
 mod hostile;
 mod mosquitto;
-mod pki;
+pub mod pki;
 mod protocol;
 mod refusals;
 mod tls;
