@@ -482,11 +482,12 @@ impl StoreSnapshot<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::record::Credentials;
 
-    fn device(name: &str, profile: &str) -> DeviceRecord {
+    /// An unprovisioned device with an access token `tok-<name>`.
+    pub(crate) fn device(name: &str, profile: &str) -> DeviceRecord {
         DeviceRecord {
             name: name.into(),
             profile: profile.into(),

@@ -85,23 +85,11 @@ pub fn accumulate(table: &mut BTreeMap<String, ProfileCounts>, key: &[u8], value
 mod tests {
     use super::*;
 
+    /// The store tests' device, in `profile`, provisioned or not.
     fn device(profile: &str, provisioned: bool) -> DeviceRecord {
         DeviceRecord {
-            name: "d".into(),
-            profile: profile.into(),
-            device_type: "t".into(),
-            label: None,
-            description: None,
-            gateway: false,
-            server_attributes: vec![],
-            shared_attributes: vec![],
-            telemetry: vec![],
             provisioned,
-            credentials: None,
-            created_at_ms: 0,
-            provisioned_at_ms: None,
-            provisioned_via: None,
-            import_id: None,
+            ..crate::store::tests::device("d", profile)
         }
     }
 
