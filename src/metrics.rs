@@ -115,3 +115,21 @@ pub fn mqtt_connection_closed() {
 pub fn mqtt_refused(reason: &'static str) {
     counter!(MQTT_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
+
+// ---- Reliability and security (issue 9): brute-force protection and overload answers. ----
+
+/// Provisioning requests answered NOT_FOUND by the brute-force protection without being
+/// checked, by transport and by which bucket was empty (`source`, `profile`).
+pub const PROVISION_THROTTLED_TOTAL: &str = "provisiond_provision_throttled_total";
+/// Failed attempts whose source could not be tracked because the throttle table was full.
+pub const THROTTLE_UNTRACKED_TOTAL: &str = "provisiond_throttle_untracked_total";
+
+/// Counts a request refused by the brute-force protection.
+pub fn provision_throttled(transport: &'static str, bucket: &'static str) {
+    counter!(PROVISION_THROTTLED_TOTAL, "transport" => transport, "bucket" => bucket).increment(1);
+}
+
+/// Counts a failed attempt from a source the full throttle table could not track.
+pub fn throttle_untracked() {
+    counter!(THROTTLE_UNTRACKED_TOTAL).increment(1);
+}

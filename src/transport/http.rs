@@ -224,7 +224,8 @@ async fn provision(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> Ht
     };
     match wire::parse_json(&body, Transport::Http) {
         Ok(request) => {
-            let result = super::provision(&st.engine, request).await;
+            let source = req.peer_addr().map(|peer| peer.ip());
+            let result = super::provision(&st.engine, request, source).await;
             json_response(StatusCode::OK, wire::outcome_json(&result).into_owned())
         }
         Err(error) => {

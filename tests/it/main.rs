@@ -10,6 +10,7 @@ mod http;
 mod idempotency;
 mod mqtt;
 mod restart;
+mod throttle;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -6,9 +6,11 @@
 mod block;
 mod dedup;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -234,7 +236,7 @@ async fn decide(engine: Engine, job: Job, done: mpsc::Sender<Decided>) {
         block2_szx,
         permit,
     } = job;
-    let reply = provision(&engine, &payload).await;
+    let reply = provision(&engine, &payload, exchange.peer.ip()).await;
     let _ = done
         .send(Decided {
             exchange,
@@ -249,7 +251,7 @@ async fn decide(engine: Engine, job: Job, done: mpsc::Sender<Decided>) {
 /// SPEC §5: SUCCESS → 2.01; NOT_FOUND and FAILURE → 4.00 with the §3 body; unparsable → 4.00
 /// with the parse-error body. A protobuf request gets a protobuf reply without Content-Format,
 /// as ThingsBoard sends it.
-async fn provision(engine: &Engine, payload: &[u8]) -> Reply {
+async fn provision(engine: &Engine, payload: &[u8], source: IpAddr) -> Reply {
     let started = Instant::now();
     let (request, encoding) = match proto::decode_payload(payload, Transport::Coap) {
         Ok(decoded) => decoded,
@@ -258,7 +260,7 @@ async fn provision(engine: &Engine, payload: &[u8]) -> Reply {
             return Reply::json(code::BAD_REQUEST, wire::parse_error_json(&error));
         }
     };
-    let result = super::provision(engine, request).await;
+    let result = super::provision(engine, request, Some(source)).await;
     let code = if result.is_ok() {
         code::CREATED
     } else {
