@@ -443,6 +443,15 @@ impl Engine {
         &self.inner.throttle
     }
 
+    /// Whether some shard's mailbox is full right now: a new session would likely be refused,
+    /// so MQTT refuses it at CONNECT.
+    pub fn overloaded(&self) -> bool {
+        self.inner
+            .mailboxes
+            .iter()
+            .any(|mailbox| mailbox.capacity() == 0)
+    }
+
     /// Number of shards.
     pub fn n_shards(&self) -> u16 {
         self.inner.router.n_shards()

@@ -6,10 +6,13 @@ mod admin;
 mod bulk;
 mod cli;
 mod coap;
+
 mod http;
 mod idempotency;
 mod mqtt;
+mod overload;
 mod restart;
+mod security;
 mod throttle;
 
 use std::io::{BufRead, BufReader};

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
 use crate::config::CoapConfig;
 use crate::engine::Engine;
-use crate::engine::provision::Transport;
+use crate::engine::provision::{ProvisionError, Transport};
 use crate::transport::proto::{self, Encoding};
 use crate::transport::wire;
 use endpoint::{Action, Endpoint, Job};
@@ -261,17 +261,25 @@ async fn provision(engine: &Engine, payload: &[u8], source: IpAddr) -> Reply {
         }
     };
     let result = super::provision(engine, request, Some(source)).await;
-    let code = if result.is_ok() {
-        code::CREATED
-    } else {
-        code::BAD_REQUEST
+    // Engine overloaded or stopping: nothing was written; 5.03 with Max-Age, like a full
+    // in-flight table, so that the device retries later instead of at once.
+    let unavailable = matches!(
+        result,
+        Err(ProvisionError::Overloaded | ProvisionError::ShuttingDown)
+    );
+    let code = match (&result, unavailable) {
+        (Ok(_), _) => code::CREATED,
+        (Err(_), true) => code::SERVICE_UNAVAILABLE,
+        (Err(_), false) => code::BAD_REQUEST,
     };
-    match encoding {
+    let max_age = unavailable.then_some(RETRY_AFTER_S);
+    let reply = match encoding {
         Encoding::Json => Reply::json(code, wire::outcome_json(&result).into_owned()),
         Encoding::Protobuf => Reply {
             code,
             payload: proto::encode_outcome(&result),
             ..Reply::default()
         },
-    }
+    };
+    Reply { max_age, ..reply }
 }
