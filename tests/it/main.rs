@@ -6,6 +6,7 @@ mod admin;
 mod bulk;
 mod cli;
 mod coap;
+mod disk_full;
 
 mod http;
 mod idempotency;
