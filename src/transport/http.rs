@@ -512,8 +512,10 @@ async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
 async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
     let listeners = st.ready.load(Ordering::Acquire);
     let shards = st.engine.shards_running();
-    let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": true });
-    let status = if listeners && shards {
+    // A store whose commit failed (full disk) refuses writes until a restart: not ready.
+    let store = st.engine.store().writable();
+    let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": store });
+    let status = if listeners && shards && store {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

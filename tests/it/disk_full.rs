@@ -94,6 +94,10 @@ fn a_full_disk_answers_failure_writes_nothing_and_service_resumes_when_space_ret
         assert!(server.device(name).is_some(), "{name} was answered SUCCESS");
     }
 
+    // The server says it is not ready, so that a supervisor can restart it.
+    let readyz = super::agent().get(server.url("/readyz")).call().unwrap();
+    assert_eq!(readyz.status().as_u16(), 503);
+
     // Space returns. RocksDB stays in its read-only error state after a failed WAL write (the
     // rocksdb crate has no DB::Resume), so service resumes after a restart, with every answered
     // device still there and the refused one provisioning now.
