@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::throttle::ThrottleOptions;
+
 /// The default configuration file, shipped as `deploy/provisiond.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../deploy/provisiond.toml");
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// RocksDB.
     pub store: StoreConfig,
+    /// Brute-force protection.
+    pub throttle: ThrottleConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -87,6 +91,7 @@ impl std::fmt::Debug for Config {
             .field("coap", &self.coap)
             .field("engine", &self.engine)
             .field("store", &self.store)
+            .field("throttle", &self.throttle)
             .field("log", &self.log)
             .finish()
     }
@@ -185,6 +190,24 @@ pub struct StoreConfig {
     pub sync_writes: bool,
     /// Block cache size.
     pub block_cache_bytes: usize,
+}
+
+/// `[throttle]`: brute-force protection of provision keys and secrets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// On by default.
+    pub enabled: bool,
+    /// Failed attempts one source address may make at once.
+    pub per_source_burst: u32,
+    /// Failed attempts per minute a source address regains.
+    pub per_source_per_minute: u32,
+    /// Wrong secrets one profile may see at once.
+    pub per_profile_burst: u32,
+    /// Wrong secrets per minute a profile regains.
+    pub per_profile_per_minute: u32,
+    /// Most buckets kept in memory.
+    pub max_tracked: usize,
 }
 
 /// `[log]`
@@ -450,6 +473,14 @@ impl Config {
         at_least("coap.max_request_bytes", self.coap.max_request_bytes, 256)?;
         at_least("engine.mailbox_capacity", self.engine.mailbox_capacity, 1)?;
         at_least("engine.max_batch", self.engine.max_batch, 1)?;
+        let t = &self.throttle;
+        at_least("throttle.per_source_burst", t.per_source_burst as usize, 1)?;
+        at_least(
+            "throttle.per_profile_burst",
+            t.per_profile_burst as usize,
+            1,
+        )?;
+        at_least("throttle.max_tracked", t.max_tracked, 1)?;
         if self.engine.shards > 1024 {
             return Err(ConfigError::Invalid {
                 key: "engine.shards",
@@ -471,6 +502,19 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The engine's brute-force protection settings.
+    pub fn throttle_options(&self) -> ThrottleOptions {
+        let t = &self.throttle;
+        ThrottleOptions {
+            enabled: t.enabled,
+            per_source_burst: t.per_source_burst,
+            per_source_per_minute: t.per_source_per_minute,
+            per_profile_burst: t.per_profile_burst,
+            per_profile_per_minute: t.per_profile_per_minute,
+            max_tracked: t.max_tracked,
+        }
     }
 
     /// Shard count with 0 resolved to the core count.

@@ -179,6 +179,14 @@ fn describe() {
         "Messages each shard's mailbox holds (engine.mailbox_capacity)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    describe_counter!(
+        PROVISION_THROTTLED_TOTAL,
+        "Requests answered NOT_FOUND by the brute-force protection, by transport and empty bucket."
+    );
+    describe_counter!(
+        THROTTLE_UNTRACKED_TOTAL,
+        "Failed attempts from sources the full throttle table could not track."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     counter!(SHARD_MAILBOX_FULL_TOTAL).absolute(0);
     for name in [
@@ -192,6 +200,13 @@ fn describe() {
     for reason in ["connect_timeout", "not_provisioning", "topic"] {
         counter!(MQTT_REFUSED_TOTAL, "reason" => reason).absolute(0);
     }
+    for transport in ["HTTP", "MQTT", "COAP"] {
+        for bucket in ["source", "profile"] {
+            counter!(PROVISION_THROTTLED_TOTAL, "transport" => transport, "bucket" => bucket)
+                .absolute(0);
+        }
+    }
+    counter!(THROTTLE_UNTRACKED_TOTAL).absolute(0);
     for result in ["created", "updated", "failed"] {
         counter!(IMPORT_ROWS_TOTAL, "result" => result).absolute(0);
     }
@@ -279,4 +294,22 @@ pub fn import_rows(result: &'static str, rows: u64) {
     if rows > 0 {
         counter!(IMPORT_ROWS_TOTAL, "result" => result).increment(rows);
     }
+}
+
+// ---- Reliability and security (issue 9): brute-force protection and overload answers. ----
+
+/// Provisioning requests answered NOT_FOUND by the brute-force protection without being
+/// checked, by transport and by which bucket was empty (`source`, `profile`).
+pub const PROVISION_THROTTLED_TOTAL: &str = "provisiond_provision_throttled_total";
+/// Failed attempts whose source could not be tracked because the throttle table was full.
+pub const THROTTLE_UNTRACKED_TOTAL: &str = "provisiond_throttle_untracked_total";
+
+/// Counts a request refused by the brute-force protection.
+pub fn provision_throttled(transport: &'static str, bucket: &'static str) {
+    counter!(PROVISION_THROTTLED_TOTAL, "transport" => transport, "bucket" => bucket).increment(1);
+}
+
+/// Counts a failed attempt from a source the full throttle table could not track.
+pub fn throttle_untracked() {
+    counter!(THROTTLE_UNTRACKED_TOTAL).increment(1);
 }

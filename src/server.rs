@@ -144,6 +144,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, Ser
             mailbox_capacity: config.engine.mailbox_capacity,
             max_batch: config.engine.max_batch,
             enqueue_timeout: config.enqueue_timeout(),
+            throttle: config.throttle_options(),
         },
     )?;
     let ready = Arc::new(AtomicBool::new(false));

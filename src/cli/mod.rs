@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Args;
 
 use provisiond::config::{Config, LogFormat, Overrides};
+use provisiond::engine::throttle::ThrottleOptions;
 use provisiond::engine::{Engine, EngineOptions};
 use provisiond::server;
 use provisiond::store::{Store, StoreOptions};
@@ -131,6 +132,8 @@ pub fn local_engine(settings: &Settings) -> anyhow::Result<Engine> {
             mailbox_capacity: config.engine.mailbox_capacity,
             max_batch: config.engine.max_batch,
             enqueue_timeout: config.enqueue_timeout(),
+            // Local mode has no network clients to throttle.
+            throttle: ThrottleOptions::disabled(),
         },
     )?)
 }
@@ -143,6 +146,15 @@ pub struct Remote {
     pub base: String,
     /// `Bearer <token>`.
     pub auth: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .field("auth", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Remote {

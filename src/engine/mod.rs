@@ -8,6 +8,7 @@ pub mod profile;
 pub mod provision;
 pub mod route;
 mod shard;
+pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use self::profile::{ProfileError, ProfileRegistry};
 use self::provision::{Claim, ProvisionError, Request, authenticate, requested_id, resolve_name};
 use self::route::{Router, ShardId};
 use self::shard::{ClaimInput, ImportItem, Release, Reservation, Shard, ShardLimits, ShardMsg};
+use self::throttle::{Throttle, ThrottleOptions};
 use crate::metrics as m;
 use crate::store::record::{Credentials, DeviceRecord, ProfileRecord};
 use crate::store::{Store, StoreError};
@@ -42,6 +44,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// How long a caller waits for room in a full mailbox before it is told FAILURE.
     pub enqueue_timeout: Duration,
+    /// Brute-force protection of provision keys and secrets.
+    pub throttle: ThrottleOptions,
 }
 
 /// Handle to the running engine; cheap to clone and `Send`, one per transport worker.
@@ -58,6 +62,7 @@ struct Inner {
     profiles: Arc<ProfileRegistry>,
     store: Arc<Store>,
     enqueue_timeout: Duration,
+    throttle: Throttle,
     next_ticket: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -109,6 +114,7 @@ impl Engine {
                 profiles,
                 store,
                 enqueue_timeout: options.enqueue_timeout,
+                throttle: Throttle::new(options.throttle),
                 next_ticket: AtomicU64::new(1),
                 threads: Mutex::new(threads),
             }),
@@ -430,6 +436,20 @@ impl Engine {
                 .call(ShardId(idx as u16), |reply| ShardMsg::Barrier { reply })
                 .await;
         }
+    }
+
+    /// The brute-force protection the transports consult before calling [`Engine::provision`].
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// Whether some shard's mailbox is full right now: a new session would likely be refused,
+    /// so MQTT refuses it at CONNECT.
+    pub fn overloaded(&self) -> bool {
+        self.inner
+            .mailboxes
+            .iter()
+            .any(|mailbox| mailbox.capacity() == 0)
     }
 
     /// Number of shards.

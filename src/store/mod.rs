@@ -68,6 +68,8 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
+    /// False once a commit failed: RocksDB then refuses every write until it is reopened.
+    writable: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,6 +144,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             write_options,
+            writable: std::sync::atomic::AtomicBool::new(true),
         };
         store.count_devices_once()?;
         Ok(store)
@@ -413,8 +416,18 @@ impl Store {
         if batch.batch.is_empty() {
             return Ok(());
         }
-        self.db.write_opt(batch.batch, &self.write_options)?;
+        if let Err(error) = self.db.write_opt(batch.batch, &self.write_options) {
+            // RocksDB keeps the error (a full disk, say) and stays read-only until reopened.
+            self.writable
+                .store(false, std::sync::atomic::Ordering::Release);
+            return Err(error.into());
+        }
         Ok(())
+    }
+
+    /// False once a commit has failed: writes stay refused until the server restarts.
+    pub fn writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A consistent, read-only view of the store as of now.

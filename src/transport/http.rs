@@ -18,7 +18,7 @@ use crate::admin;
 use crate::bulk::{self, ImportOptions};
 use crate::engine::Engine;
 use crate::engine::credentials::secrets_equal;
-use crate::engine::provision::{Secret, Transport};
+use crate::engine::provision::{ProvisionError, Secret, Transport};
 use crate::transport::streams::{ChannelReader, ChannelWriter};
 use crate::transport::wire::{self, ParseError};
 
@@ -29,6 +29,9 @@ pub const MAX_ADMIN_BODY_BYTES: usize = 1 << 20;
 /// still sending sees the answer instead of a reset connection (nginx's lingering close).
 /// Larger bodies are answered at once and the connection is closed.
 pub const MAX_DRAIN_BYTES: usize = 8 << 20;
+
+/// Retry-After of a 503 (engine overloaded or stopping), in seconds.
+pub const RETRY_AFTER_S: u32 = 1;
 
 /// What every HTTP worker shares.
 #[derive(Debug)]
@@ -226,8 +229,22 @@ async fn provision(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> Ht
     };
     match wire::parse_json(&body, Transport::Http) {
         Ok(request) => {
-            let result = super::provision(&st.engine, request).await;
-            json_response(StatusCode::OK, wire::outcome_json(&result).into_owned())
+            let source = req.peer_addr().map(|peer| peer.ip());
+            let result = super::provision(&st.engine, request, source).await;
+            let body = wire::outcome_json(&result).into_owned();
+            match result {
+                // Nothing was written: tell the client to come back rather than let it pile up.
+                Err(ProvisionError::Overloaded | ProvisionError::ShuttingDown) => {
+                    HttpResponse::builder(StatusCode::SERVICE_UNAVAILABLE)
+                        .header(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        )
+                        .header(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S))
+                        .body(body)
+                }
+                _ => json_response(StatusCode::OK, body),
+            }
         }
         Err(error) => {
             super::count_unparsable(Transport::Http.as_str(), started);
@@ -498,7 +515,9 @@ async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
 async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
     let listeners = st.ready.load(Ordering::Acquire);
     let shards = st.engine.shards_running();
-    let store = st.engine.store().healthy();
+    // Not ready while RocksDB reports a background error, or once a commit failed (a full
+    // disk): writes are refused until a restart.
+    let store = st.engine.store().healthy() && st.engine.store().writable();
     let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": store });
     let status = if listeners && shards && store {
         StatusCode::OK

@@ -8,18 +8,37 @@ pub mod streams;
 pub mod tls;
 pub mod wire;
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::engine::Engine;
 use crate::engine::provision::{ProvisionError, Request, Status};
+use crate::engine::throttle::Failure;
 use crate::metrics as m;
 use crate::store::record::Credentials;
 
-/// Runs a decoded request through the engine, with the metrics and the log line every transport
-/// owes. The log names the reason of a refusal, never a secret.
-pub async fn provision(engine: &Engine, request: Request) -> Result<Credentials, ProvisionError> {
+/// Runs a decoded request from `source` (its peer's address; `None` only if the socket cannot
+/// tell, and then it is not throttled) through the brute-force protection and the engine, with
+/// the metrics and the log line every transport owes. The log names the reason of a refusal,
+/// never a secret.
+pub async fn provision(
+    engine: &Engine,
+    request: Request,
+    source: Option<IpAddr>,
+) -> Result<Credentials, ProvisionError> {
     let transport = request.transport.as_str();
     let started = Instant::now();
+    let throttle = engine.throttle();
+    if let Some(source) = source
+        && let Err(bucket) = throttle.admit(source, &request.provision_key, started)
+    {
+        // Refused before the secret is compared or any shard is asked: as for a wrong secret.
+        m::provision_throttled(transport, bucket.as_str());
+        m::request(transport, "NOT_FOUND", "throttled", started.elapsed());
+        tracing::debug!(transport, %source, bucket = bucket.as_str(), "provisioning throttled");
+        return Err(ProvisionError::WrongSecret);
+    }
+    let key = throttle.enabled().then(|| request.provision_key.clone());
     // Per-profile counts need the profile's name; an unknown key has none and is counted only
     // under reason="unknown_key".
     let profile = engine
@@ -28,6 +47,16 @@ pub async fn provision(engine: &Engine, request: Request) -> Result<Credentials,
         .map(|profile| profile.name.clone());
     let result = engine.provision(request).await;
     let took = started.elapsed();
+    let failure = match &result {
+        Err(ProvisionError::UnknownKey | ProvisionError::ProfileDisabled) => Some(Failure::Key),
+        Err(ProvisionError::WrongSecret) => Some(Failure::Secret),
+        _ => None,
+    };
+    if let (Some(failure), Some(key), Some(source)) = (failure, key, source)
+        && !throttle.charge(source, &key, failure, Instant::now())
+    {
+        m::throttle_untracked();
+    }
     match &result {
         Ok(_) => {
             m::request(transport, "SUCCESS", "none", took);

@@ -38,6 +38,7 @@ pub enum ResponseStatusProto {
 
 /// `ProvisionDeviceCredentialsMsg`
 #[derive(Clone, PartialEq, Message)]
+#[prost(skip_debug)]
 pub struct ProvisionDeviceCredentialsMsg {
     /// `provisionDeviceKey = 1`
     #[prost(string, tag = "1")]
@@ -49,6 +50,7 @@ pub struct ProvisionDeviceCredentialsMsg {
 
 /// `ValidateDeviceTokenRequestMsg`
 #[derive(Clone, PartialEq, Message)]
+#[prost(skip_debug)]
 pub struct ValidateDeviceTokenRequestMsg {
     /// `token = 1`
     #[prost(string, tag = "1")]
@@ -65,6 +67,7 @@ pub struct ValidateDeviceX509CertRequestMsg {
 
 /// `ValidateBasicMqttCredRequestMsg`
 #[derive(Clone, PartialEq, Message)]
+#[prost(skip_debug)]
 pub struct ValidateBasicMqttCredRequestMsg {
     /// `clientId = 1`
     #[prost(string, tag = "1")]
@@ -113,6 +116,7 @@ pub struct ProvisionDeviceRequestMsg {
 
 /// `ProvisionDeviceResponseMsg`
 #[derive(Clone, PartialEq, Message)]
+#[prost(skip_debug)]
 pub struct ProvisionDeviceResponseMsg {
     /// `status = 1`
     #[prost(enumeration = "ResponseStatusProto", tag = "1")]
@@ -124,6 +128,23 @@ pub struct ProvisionDeviceResponseMsg {
     #[prost(string, tag = "3")]
     pub credentials_value: String,
 }
+
+/// `Debug` of the messages that carry a secret, a token or a password: those print `***`.
+macro_rules! redacted_debug {
+    ($($name:ident),*) => {$(
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($name), "(***)"))
+            }
+        }
+    )*};
+}
+redacted_debug!(
+    ProvisionDeviceCredentialsMsg,
+    ValidateDeviceTokenRequestMsg,
+    ValidateBasicMqttCredRequestMsg,
+    ProvisionDeviceResponseMsg
+);
 
 /// How a payload was encoded; the reply uses the same encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

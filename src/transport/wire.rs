@@ -87,7 +87,7 @@ impl RequestedType {
 }
 
 /// The credential fields of a request, as decoded from JSON or protobuf.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CredentialFields {
     /// `token`
     pub token: String,
@@ -99,6 +99,12 @@ pub struct CredentialFields {
     pub password: String,
     /// `hash`
     pub hash: String,
+}
+
+impl std::fmt::Debug for CredentialFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialFields(***)")
+    }
 }
 
 /// SPEC §2: which credentials the fields ask for, or why they are invalid.

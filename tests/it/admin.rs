@@ -18,6 +18,8 @@ fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
         ("GET", "/api/admin/devices/d"),
         ("DELETE", "/api/admin/devices/d"),
         ("POST", "/api/admin/devices/d/reset"),
+        ("POST", "/api/admin/import?profile=p"),
+        ("GET", "/api/admin/export"),
     ];
     for (method, path) in endpoints {
         for token in [None, Some("wrong-token"), Some("")] {

@@ -8,11 +8,16 @@ mod bulk;
 mod cli;
 mod coap;
 mod deploy;
+mod disk_full;
+
 mod http;
 mod idempotency;
 mod metrics;
 mod mqtt;
+mod overload;
 mod restart;
+mod security;
+mod throttle;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -169,5 +169,98 @@ fn sigterm_stops_gracefully_and_keeps_everything() {
     );
     assert_eq!(status, 200);
     assert_eq!(device["credentialsValue"], reply["credentialsValue"]);
+    process.kill();
+}
+
+#[test]
+fn sigterm_under_load_answers_what_is_in_flight_exits_and_keeps_every_answered_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut process = ServerProcess::start(&data);
+    let agent = super::agent();
+    let base = format!("http://{}", process.addr);
+    let (status, _) = admin_call(
+        &agent,
+        &format!("{base}/api/admin/profiles"),
+        "POST",
+        Some(ADMIN_TOKEN),
+        Some(
+            json!({ "name": "load", "provisionDeviceKey": "k-load", "provisionDeviceSecret": "s-load" }),
+        ),
+    );
+    assert_eq!(status, 201);
+    let answered = Mutex::new(Vec::<(String, Value)>::new());
+    let url = format!("{base}/api/v1/provision");
+    let pid = process.child.id() as i32;
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (url, answered) = (&url, &answered);
+            s.spawn(move || {
+                // Each client keeps its own connection and goes on until the server is gone.
+                let agent = super::agent();
+                for i in 0.. {
+                    let name = format!("load-{t}-{i}");
+                    let Ok(mut response) = agent
+                        .post(url)
+                        .send_json(request("k-load", "s-load", &name))
+                    else {
+                        return;
+                    };
+                    let status = response.status().as_u16();
+                    let Ok(reply) = response.body_mut().read_json::<Value>() else {
+                        return;
+                    };
+                    match (status, reply["status"].as_str()) {
+                        (200, Some("SUCCESS")) => answered
+                            .lock()
+                            .unwrap()
+                            .push((name, reply["credentialsValue"].clone())),
+                        // Refused while stopping: nothing was written, the device retries.
+                        (503, Some("FAILURE")) => {}
+                        other => panic!("unexpected answer while stopping: {other:?} {reply}"),
+                    }
+                }
+            });
+        }
+        // SIGTERM once the load is well under way.
+        while answered.lock().unwrap().len() < 300 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let rc = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(rc.success());
+        // A hang guard, not a measurement: shutdown_timeout_ms is 10 s by default.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "graceful stop exits 0, got {status}");
+    });
+    let answered = answered.into_inner().unwrap();
+    let process = ServerProcess::start(&data);
+    for (name, credentials) in &answered {
+        let (status, device) = admin_call(
+            &agent,
+            &format!("http://{}/api/admin/devices/{name}", process.addr),
+            "GET",
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{name} was answered SUCCESS before the stop");
+        assert_eq!(&device["credentialsValue"], credentials, "{name}");
+    }
+    eprintln!(
+        "sigterm under load: {} answered devices all present after restart",
+        answered.len()
+    );
     process.kill();
 }

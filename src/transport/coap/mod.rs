@@ -6,9 +6,11 @@
 mod block;
 mod dedup;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
 use crate::config::CoapConfig;
 use crate::engine::Engine;
-use crate::engine::provision::Transport;
+use crate::engine::provision::{ProvisionError, Transport};
 use crate::transport::proto::{self, Encoding};
 use crate::transport::wire;
 use endpoint::{Action, Endpoint, Job};
@@ -234,7 +236,7 @@ async fn decide(engine: Engine, job: Job, done: mpsc::Sender<Decided>) {
         block2_szx,
         permit,
     } = job;
-    let reply = provision(&engine, &payload).await;
+    let reply = provision(&engine, &payload, exchange.peer.ip()).await;
     let _ = done
         .send(Decided {
             exchange,
@@ -249,7 +251,7 @@ async fn decide(engine: Engine, job: Job, done: mpsc::Sender<Decided>) {
 /// SPEC §5: SUCCESS → 2.01; NOT_FOUND and FAILURE → 4.00 with the §3 body; unparsable → 4.00
 /// with the parse-error body. A protobuf request gets a protobuf reply without Content-Format,
 /// as ThingsBoard sends it.
-async fn provision(engine: &Engine, payload: &[u8]) -> Reply {
+async fn provision(engine: &Engine, payload: &[u8], source: IpAddr) -> Reply {
     let started = Instant::now();
     let (request, encoding) = match proto::decode_payload(payload, Transport::Coap) {
         Ok(decoded) => decoded,
@@ -258,18 +260,26 @@ async fn provision(engine: &Engine, payload: &[u8]) -> Reply {
             return Reply::json(code::BAD_REQUEST, wire::parse_error_json(&error));
         }
     };
-    let result = super::provision(engine, request).await;
-    let code = if result.is_ok() {
-        code::CREATED
-    } else {
-        code::BAD_REQUEST
+    let result = super::provision(engine, request, Some(source)).await;
+    // Engine overloaded or stopping: nothing was written; 5.03 with Max-Age, like a full
+    // in-flight table, so that the device retries later instead of at once.
+    let unavailable = matches!(
+        result,
+        Err(ProvisionError::Overloaded | ProvisionError::ShuttingDown)
+    );
+    let code = match (&result, unavailable) {
+        (Ok(_), _) => code::CREATED,
+        (Err(_), true) => code::SERVICE_UNAVAILABLE,
+        (Err(_), false) => code::BAD_REQUEST,
     };
-    match encoding {
+    let max_age = unavailable.then_some(RETRY_AFTER_S);
+    let reply = match encoding {
         Encoding::Json => Reply::json(code, wire::outcome_json(&result).into_owned()),
         Encoding::Protobuf => Reply {
             code,
             payload: proto::encode_outcome(&result),
             ..Reply::default()
         },
-    }
+    };
+    Reply { max_age, ..reply }
 }

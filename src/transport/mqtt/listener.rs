@@ -4,9 +4,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 
+use ntex::io::types::PeerAddr;
 use ntex::io::{Io, IoRef};
 use ntex::rt::JoinHandle;
 use ntex::service::{Ctx, Service, State};
@@ -24,6 +26,8 @@ use crate::metrics as m;
 pub(crate) struct Conn {
     id: u64,
     io: IoRef,
+    /// The client's address (for the brute-force protection).
+    peer: Option<IpAddr>,
     worker: Rc<Worker>,
     connected: Cell<bool>,
     in_flight: Cell<u32>,
@@ -36,6 +40,11 @@ impl Conn {
     pub(crate) fn mark_connected(&self) {
         self.connected.set(true);
         self.deadline.cancel();
+    }
+
+    /// The client's address, if the socket tells.
+    pub(crate) fn peer(&self) -> Option<IpAddr> {
+        self.peer
     }
 
     /// Counts a request as in flight until the guard drops (after its response is encoded), so
@@ -151,6 +160,7 @@ impl Worker {
         let conn = Rc::new(Conn {
             id,
             io: io.get_ref(),
+            peer: io.query::<PeerAddr>().get().map(|addr| addr.0.ip()),
             worker: self.clone(),
             connected: Cell::new(false),
             in_flight: Cell::new(0),

@@ -51,6 +51,11 @@ pub(crate) async fn handshake_v3(
         tracing::debug!("MQTT 3.1.1 CONNECT refused: not a provisioning session");
         return Ok(connect.not_authorized());
     }
+    if settings.engine.overloaded() {
+        m::mqtt_refused("overloaded");
+        tracing::debug!("MQTT 3.1.1 CONNECT refused: engine overloaded");
+        return Ok(connect.service_unavailable());
+    }
     let keep_alive = packet.keep_alive;
     let sink = connect.sink();
     // Responses go out without waiting for the client's PUBACK; its arrival needs no action.

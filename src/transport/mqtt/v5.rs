@@ -52,6 +52,11 @@ pub(crate) async fn handshake_v5(
         tracing::debug!("MQTT 5 CONNECT refused: not a provisioning session");
         return Ok(connect.failed(codec::ConnectAckReason::NotAuthorized));
     }
+    if settings.engine.overloaded() {
+        m::mqtt_refused("overloaded");
+        tracing::debug!("MQTT 5 CONNECT refused: engine overloaded");
+        return Ok(connect.failed(codec::ConnectAckReason::ServerBusy));
+    }
     let keep_alive = packet.keep_alive;
     // MQTT-3.2.2-16: an empty client id gets one assigned in the CONNACK.
     let assigned_id = packet

@@ -7,6 +7,7 @@ mod block_wise;
 mod coap_client;
 mod message_layer;
 mod rules;
+mod throttle;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;

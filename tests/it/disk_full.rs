@@ -1,0 +1,126 @@
+//! A full disk: the data directory lives on a small tmpfs that a filler file fills up.
+//! Provisioning then answers FAILURE with the reason in the log and writes nothing; once the
+//! filler is gone, service resumes after a restart. Mounting needs root (CAP_SYS_ADMIN): where
+//! the test cannot mount, it says so and passes without running.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{TestServer, request};
+
+/// A tmpfs mounted for the test's lifetime.
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallDisk {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes `path` until the file system refuses; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x5a_u8; 64 * 1024];
+    let mut written = 0;
+    while file.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    // The last partial chunk may not fit; fill byte by byte to the very end.
+    while file.write_all(&[0x5a]).is_ok() {
+        written += 1;
+    }
+    written
+}
+
+#[test]
+fn a_full_disk_answers_failure_writes_nothing_and_service_resumes_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        eprintln!("disk_full: skipped, cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let data = disk.path.join("data");
+    let mut server = TestServer::start_with(|config| config.data_dir = data.clone());
+    let (key, secret) = server.profile("disk", "ALLOW_CREATE_NEW_DEVICES", "RETURN_EXISTING");
+    let (_, body) = server.provision(&request(&key, &secret, "before-full"));
+    assert_eq!(body["status"], "SUCCESS", "{body}");
+
+    let filler = disk.path.join("filler");
+    fill(&filler);
+    // Writes go on into space RocksDB already holds until it needs more: provision until the
+    // first FAILURE (bounded).
+    let mut failed = None;
+    let mut succeeded = Vec::new();
+    for i in 0..20_000 {
+        let name = format!("while-full-{i}");
+        let (_, body) = server.provision(&request(&key, &secret, &name));
+        match body["status"].as_str() {
+            Some("SUCCESS") => succeeded.push(name),
+            Some("FAILURE") => {
+                failed = Some(name);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    let failed = failed.expect("a full disk makes provisioning fail");
+    // Nothing half-written: the refused device is absent, every answered one is present.
+    assert!(
+        server.device(&failed).is_none(),
+        "{failed} was refused but exists"
+    );
+    for name in succeeded.iter().rev().take(10) {
+        assert!(server.device(name).is_some(), "{name} was answered SUCCESS");
+    }
+
+    // The server says it is not ready, so that a supervisor can restart it.
+    let readyz = super::agent().get(server.url("/readyz")).call().unwrap();
+    assert_eq!(readyz.status().as_u16(), 503);
+
+    // Space returns. RocksDB stays in its read-only error state after a failed WAL write (the
+    // rocksdb crate has no DB::Resume), so service resumes after a restart, with every answered
+    // device still there and the refused one provisioning now.
+    std::fs::remove_file(&filler).unwrap();
+    let (_, body) = server.provision(&request(&key, &secret, &failed));
+    eprintln!(
+        "disk_full: before the restart the store answers {}",
+        body["status"]
+    );
+    server.restart();
+    let (_, body) = server.provision(&request(&key, &secret, &failed));
+    assert_eq!(body["status"], "SUCCESS", "{body}");
+    assert!(server.device(&failed).is_some());
+    for name in &succeeded {
+        assert!(
+            server.device(name).is_some(),
+            "{name} lost across the restart"
+        );
+    }
+    eprintln!(
+        "disk_full: {} devices provisioned on the full disk before the first FAILURE",
+        succeeded.len()
+    );
+    server.stop();
+    drop(disk);
+}
