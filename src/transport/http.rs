@@ -120,11 +120,7 @@ pub fn serve(
                 web::resource("/api/admin/export").route(web::get().to(with(st.clone(), export))),
             )
             .service(web::resource("/metrics").route(web::get().to(with(st.clone(), metrics))))
-            .service(web::resource("/healthz").route(
-                web::get().to(async || {
-                    json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
-                }),
-            ))
+            .service(web::resource("/healthz").route(web::get().to(with(st.clone(), healthz))))
             .service(web::resource("/readyz").route(web::get().to(with(st.clone(), readyz))))
     })
     .workers(options.workers)
@@ -510,6 +506,22 @@ async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )
         .body(st.metrics.render())
+}
+
+/// Alive unless the store refuses writes after a failed commit (a full disk): RocksDB cannot be
+/// resumed in place, so only a restart recovers, and a failing liveness probe asks the
+/// supervisor for exactly that. While the disk stays full, the restarted process fails to open
+/// the store and is restarted again until space returns.
+async fn healthz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
+    if st.engine.store().writable() {
+        json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"store refuses writes since a failed commit (disk full?); restart once space is free"}"#
+                .to_string(),
+        )
+    }
 }
 
 async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {

@@ -97,6 +97,9 @@ fn a_full_disk_answers_failure_writes_nothing_and_service_resumes_when_space_ret
     // The server says it is not ready, so that a supervisor can restart it.
     let readyz = super::agent().get(server.url("/readyz")).call().unwrap();
     assert_eq!(readyz.status().as_u16(), 503);
+    // Liveness fails too: only a restart recovers the store, so the supervisor should restart.
+    let healthz = super::agent().get(server.url("/healthz")).call().unwrap();
+    assert_eq!(healthz.status().as_u16(), 503);
 
     // Space returns. RocksDB stays in its read-only error state after a failed WAL write (the
     // rocksdb crate has no DB::Resume), so service resumes after a restart, with every answered
