@@ -31,6 +31,8 @@ pub struct Embedded {
     pub admin_token: String,
     /// PEM of the certificate its TLS listener presents (to trust).
     pub tls_cert_pem: Option<String>,
+    /// provisiond stops gracefully on SIGTERM; the stateless baseline is simply killed.
+    graceful: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -108,7 +110,9 @@ impl Embedded {
             "--coap-port",
             "0",
         ]);
-        Embedded::spawn(cmd, dir, String::new())
+        let mut e = Embedded::spawn(cmd, dir, String::new())?;
+        e.graceful = false;
+        Ok(e)
     }
 
     fn spawn(
@@ -180,6 +184,7 @@ impl Embedded {
             coap,
             admin_token,
             tls_cert_pem: None,
+            graceful: true,
             _dir: dir,
         })
     }
@@ -202,6 +207,11 @@ impl Embedded {
 
     /// Stops it with SIGTERM (SIGKILL after the deadline); errors if it did not exit cleanly.
     pub fn stop(mut self) -> anyhow::Result<()> {
+        if !self.graceful {
+            self.child.kill()?;
+            self.child.wait()?;
+            return Ok(());
+        }
         let pid = i32::try_from(self.child.id()).context("pid")?;
         // The `kill` command: this crate forbids unsafe code, so no libc call.
         let _ = Command::new("kill")
