@@ -5,10 +5,10 @@
 # constraints on the device name and on the credentials id; durable (fsync and
 # synchronous_commit on, PostgreSQL's defaults). pgbench runs it for SECONDS at each client
 # count and the best rate is printed last ("best_tps N").
-# Usage: loadtest/baselines/postgres.sh [SECONDS] [CLIENTS...]   (default: 10 s; 1 2 4 8 16 32)
+# Usage: loadtest/baselines/postgres.sh [SECONDS] [CLIENTS...]   (default: 10 s; 1 4 16 32 64 128)
 set -euo pipefail
 secs=${1:-10}; shift || true
-[ $# -gt 0 ] || set -- 1 2 4 8 16 32
+[ $# -gt 0 ] || set -- 1 4 16 32 64 128
 if ! command -v pg_ctlcluster >/dev/null || [ ! -d /usr/lib/postgresql/15 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-contrib >/dev/null
 fi
@@ -40,22 +40,25 @@ SQL
 cat > "$work/provision.sql" <<'SQL'
 \set n random(1, 2000000000)
 BEGIN;
-INSERT INTO device (id, created_time, tenant_id, device_profile_id, name, type)
+WITH d AS (
+  INSERT INTO device (id, created_time, tenant_id, device_profile_id, name, type)
   VALUES (gen_random_uuid(), 1, '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000002',
           'device-' || :client_id || '-' || :n || '-' || txid_current(), 'default')
-  RETURNING id \gset dev_
-INSERT INTO device_credentials (id, created_time, device_id, credentials_type, credentials_id)
-  VALUES (gen_random_uuid(), 1, :'dev_id', 'ACCESS_TOKEN', md5(:'dev_id'));
+  RETURNING id),
+c AS (
+  INSERT INTO device_credentials (id, created_time, device_id, credentials_type, credentials_id)
+  SELECT gen_random_uuid(), 1, id, 'ACCESS_TOKEN', md5(id::text) FROM d)
 INSERT INTO attribute_kv (entity_id, attribute_type, attribute_key, str_v, last_update_ts)
-  VALUES (:'dev_id', 1, 1, 'provisioned', 1);
+  SELECT id, 1, 1, 'provisioned', 1 FROM d;
 COMMIT;
 SQL
 chown postgres "$work/provision.sql"
 echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, PostgreSQL $($bin/postgres --version | awk '{print $3}')"
 best=0
 for c in "$@"; do
-  tps=$(as_pg pgbench -h "$work" -p "$port" -n -f "$work/provision.sql" -c "$c" -j "$(( c < $(nproc) ? c : $(nproc) ))" -T "$secs" postgres 2>/dev/null \
+  tps=$( (as_pg pgbench -h "$work" -p "$port" -n -f "$work/provision.sql" -c "$c" -j "$(( c < $(nproc) ? c : $(nproc) ))" -T "$secs" postgres 2>"$work/pgbench.err" || true) \
         | awk '/^tps/ {print int($3)}')
+  [ -n "$tps" ] || { echo "pgbench failed:" >&2; tail -5 "$work/pgbench.err" >&2; exit 1; }
   echo "clients $c: $tps transactions/s"
   [ "$tps" -gt "$best" ] && best=$tps
 done

@@ -83,7 +83,7 @@ impl HttpClient {
                 Ok(if status == 200 {
                     Outcome::from_body(body)
                 } else {
-                    match super::super::fleet::parse_response(body) {
+                    match crate::fleet::parse_response(body) {
                         Err(reason) => Outcome::Refused(format!("http {status}: {reason}")),
                         Ok(_) => Outcome::Refused(format!("http {status}")),
                     }
