@@ -128,6 +128,7 @@ pub fn json(r: &Report<'_>) -> Value {
         },
         "errors": s.errors,
         "connect_failures": s.connect_failures,
+        "never_sent": s.never_sent,
         "by_transport": s.by_transport.iter().map(|(t, (n, ok))| (t.to_string(), json!({"requests": n, "succeeded": ok}))).collect::<serde_json::Map<_, _>>(),
         "replays": { "sent": s.replays, "mismatched": s.replay_mismatches },
         "verification": r.verification.map(|v| json!({
@@ -175,6 +176,11 @@ pub fn print_summary(r: &Report<'_>) {
         println!("  {t:<13} {n} requests, {ok} succeeded");
     }
     println!("connect fails   {}", s.connect_failures);
+    if let Some(n) = s.never_sent.filter(|n| *n > 0) {
+        println!(
+            "never sent      {n} requests were due but every worker was busy (behind schedule)"
+        );
+    }
     for (reason, n) in &s.errors {
         println!("  error         {n} × {reason}");
     }

@@ -154,7 +154,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(e) = embedded {
         e.stop()?;
     }
-    let stats = shared.stats.lock().expect("not poisoned");
+    let mut stats = shared.stats.lock().expect("not poisoned");
+    stats.never_sent = due_requests(&shared.args).map(|due| due.saturating_sub(stats.completed()));
     let report = Report {
         args: &shared.args,
         target: if baseline {
@@ -353,7 +354,11 @@ async fn worker(w: u32, shared: Arc<Shared>) {
         let intended = args
             .rate
             .map(|rate| shared.start + intended_offset(seq, rate, args.ramp));
-        if intended.unwrap_or_else(Instant::now) >= shared.stop_at {
+        // The open loop also stops at the deadline when it has fallen behind schedule, so that a
+        // slow server cannot stretch the run; what was due and never sent is reported.
+        if intended.unwrap_or_else(Instant::now) >= shared.stop_at
+            || Instant::now() >= shared.stop_at
+        {
             break;
         }
         let (index, replay) = pick_device(&shared);
@@ -396,6 +401,22 @@ async fn worker(w: u32, shared: Arc<Shared>) {
         let done = Instant::now();
         record(&shared, index, replay, transport, started, done, outcome);
     }
+}
+
+/// Requests the open loop's schedule had due before the deadline (at most --devices).
+fn due_requests(args: &RunArgs) -> Option<u64> {
+    let rate = args.rate?;
+    let (mut lo, mut hi) = (0u64, args.devices);
+    // The first sequence number not due before the deadline (offsets grow with the number).
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if intended_offset(mid, rate, args.ramp) < args.duration {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
 }
 
 /// A replay of a provisioned device (with probability --replay), else the next fresh one.

@@ -39,6 +39,9 @@ pub struct Stats {
     pub replays: u64,
     /// Replays answered with other credentials than the first time.
     pub replay_mismatches: u64,
+    /// Open loop: requests due before the deadline that were never sent because every worker was
+    /// still waiting for earlier answers (raise --concurrency, or the server is saturated).
+    pub never_sent: Option<u64>,
 }
 
 impl Default for Stats {
@@ -52,6 +55,7 @@ impl Default for Stats {
             by_transport: BTreeMap::new(),
             replays: 0,
             replay_mismatches: 0,
+            never_sent: None,
         }
     }
 }

@@ -114,6 +114,7 @@ fn coap_open_loop_is_verified() {
     ]);
     assert_all_verified(&report, 200);
     assert_eq!(report["config"]["mode"], "open");
+    assert_eq!(report["never_sent"], 0);
 }
 
 #[test]
@@ -149,6 +150,7 @@ fn the_json_report_has_every_field() {
         "latency_ms",
         "errors",
         "connect_failures",
+        "never_sent",
         "by_transport",
         "replays",
         "verification",
