@@ -44,7 +44,8 @@ struct Told {
     creds: HashMap<u64, Creds>,
 }
 
-/// Runs the whole thing; returns the process exit code (1 if verification found problems).
+/// Runs the whole thing; returns the process exit code (1 if verification found problems or
+/// nothing succeeded).
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let needs_tls = args.transport.iter().any(Transport::is_tls);
     let embedded = if args.embedded {
@@ -180,7 +181,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         std::fs::write(path, crate::html::render(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let bad = verification.is_some_and(|v| v.missing + v.differ > 0) || stats.replay_mismatches > 0;
+    // Non-zero exit when a device was told something the server does not hold, a replay was
+    // answered differently, or nothing succeeded at all (a wrong address or key, say).
+    let bad = verification.is_some_and(|v| v.missing + v.differ > 0)
+        || stats.replay_mismatches > 0
+        || stats.succeeded == 0;
+    if stats.succeeded == 0 {
+        eprintln!("loadtest: no request succeeded");
+    }
     Ok(if bad { 1 } else { 0 })
 }
 
