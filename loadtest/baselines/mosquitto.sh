@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# BASELINE: plain MQTT connect+disconnect per second against Mosquitto 2.0 (Debian), measured
+# with the same client tool (loadtest --mqtt-flow connect: CONNECT as `provision`, CONNACK,
+# DISCONNECT, new connection each time), beside provisiond's full MQTT device flow (connect,
+# subscribe, publish, response, disconnect; durable) from the same tool in the same run.
+# Usage: loadtest/baselines/mosquitto.sh [DEVICES] [CONCURRENCY]   (default: 20000, 64)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+devices=${1:-20000}; conc=${2:-64}
+command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+lt=${LOADTEST:-target/release/loadtest}
+[ -x "$lt" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
+work=$(mktemp -d /tmp/mosquitto-baseline.XXXXXX)
+port=$((20000 + RANDOM % 20000))
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n' "$port" > "$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" & mpid=$!
+trap 'kill $mpid 2>/dev/null; rm -rf "$work"' EXIT
+sleep 1
+echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosquitto -h | head -1)"
+"$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \
+  --transport mqtt --mqtt-flow connect --devices "$devices" --concurrency "$conc" --json "$work/mosq.json" > "$work/mosq.txt"
+"$lt" run --quiet --embedded --transport mqtt --devices "$devices" --concurrency "$conc" --json "$work/prov.json" > "$work/prov.txt"
+mosq=$(python3 -c "import json;print(json.load(open('$work/mosq.json'))['throughput_per_s'])")
+prov=$(python3 -c "import json;print(json.load(open('$work/prov.json'))['throughput_per_s'])")
+grep -E "throughput|latency|verified|error" "$work/mosq.txt" | sed 's/^/mosquitto connect+disconnect: /'
+grep -E "throughput|latency|verified|error" "$work/prov.txt" | sed 's/^/provisiond full flow:         /'
+python3 -c "print(f'ratio provisiond full flows/s / mosquitto connects/s = {$prov/$mosq:.2f}')"

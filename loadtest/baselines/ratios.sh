@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The same-run ratios of BENCHMARKS.md that need only provisiond and the baseline server:
+# HTTP and CoAP provisions/s against the baseline server, WAL synced against sync off, and the
+# p99 latency at half the maximum HTTP rate (open loop). Every run uses the same client tool.
+# Usage: loadtest/baselines/ratios.sh [SECONDS] [CONCURRENCY]   (default: 15 s, 64)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-15}; conc=${2:-64}
+lt=${LOADTEST:-target/release/loadtest}
+[ -x "$lt" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
+work=$(mktemp -d /tmp/ratios.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+run() { # NAME ARGS...: one run, its JSON kept as $work/NAME.json
+  local name=$1; shift
+  "$lt" run --quiet --devices 100000000 --duration "$secs" --concurrency "${RUN_CONC:-$conc}" --json "$work/$name.json" "$@" > "$work/$name.txt"
+  python3 - "$work/$name.json" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); l = r["latency_ms"]
+v = r["verification"]
+ver = f'{v["verified"]}/{v["checked"]} verified' if v else "not verified"
+print(f'{sys.argv[2]:<22} {r["throughput_per_s"]:>9.0f}/s  p50 {l["p50"]:.2f} p99 {l["p99"]:.2f} p99.9 {l["p999"]:.2f} ms  failed {r["failed"]}  {ver}')
+PY
+}
+tp() { python3 -c "import json;print(json.load(open('$work/$1.json'))['throughput_per_s'])"; }
+run http_provisiond --embedded --transport http
+run http_baseline --embedded-baseline --transport http
+run coap_provisiond --embedded --transport coap
+run coap_baseline --embedded-baseline --transport coap
+run http_sync_off --embedded --transport http --server-arg=--sync-writes=false
+half=$(python3 -c "print(max(1, round($(tp http_provisiond) / 2)))")
+RUN_CONC=1024 run http_half_rate --embedded --transport http --rate "$half"
+python3 - "$work" <<'PY'
+import json, sys, os
+w = sys.argv[1]
+t = lambda n: json.load(open(os.path.join(w, n + ".json")))["throughput_per_s"]
+p99 = json.load(open(os.path.join(w, "http_half_rate.json")))["latency_ms"]["p99"]
+print(f'ratio HTTP provisiond / baseline server  = {t("http_provisiond") / t("http_baseline"):.2f}   (target >= 0.6)')
+print(f'ratio CoAP provisiond / baseline server  = {t("coap_provisiond") / t("coap_baseline"):.2f}   (target >= 0.6)')
+print(f'ratio HTTP WAL synced / sync off         = {t("http_provisiond") / t("http_sync_off"):.2f}   (target >= 0.7)')
+print(f'p99 at half the max HTTP rate            = {p99:.2f} ms (target <= 10 ms)')
+PY

@@ -1,0 +1,32 @@
+//! `loadtest`: simulates a mass rollout of devices against a ThingsBoard-compatible
+//! provisioning server over its wire protocols only, and the baseline server it is compared with.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod args;
+mod baseline;
+mod client;
+mod embedded;
+mod fleet;
+mod html;
+mod report;
+mod run;
+mod stats;
+
+use clap::Parser;
+
+fn main() {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Run(run_args) => run::run(*run_args),
+        args::Command::BaselineServer(b) => baseline::serve(&b).map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
