@@ -10,8 +10,14 @@ use tokio::sync::mpsc;
 
 /// Chunks buffered between the two sides.
 pub const CHANNEL_CHUNKS: usize = 16;
-/// Size of the chunks the export writes.
-pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest chunk the export sends. It must stay at or below ntex-bytes 1.10's `APPEND_COPY_LIMIT`
+/// (4096): ntex's chunked encoder writes the chunk-size line into its output pages and then
+/// appends the chunk; a larger chunk is linked as a page of its own after the size line is split
+/// off the current page, and that split-off line reached the socket as NUL bytes (curl:
+/// "Illegal or missing hexadecimal sequence in chunked-encoding"). Chunks up to the limit are
+/// copied next to their size line instead. `bulk::export_over_http_is_valid_chunked_encoding`
+/// checks it with curl.
+pub const EXPORT_CHUNK_BYTES: usize = 4096;
 
 /// A blocking `Read` over body chunks sent from an async handler.
 #[derive(Debug)]
@@ -78,11 +84,13 @@ impl ChannelWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::copy_from_slice(&self.buffer);
+        for piece in self.buffer.chunks(EXPORT_CHUNK_BYTES) {
+            self.chunks
+                .blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        }
         self.buffer.clear();
-        self.chunks
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        Ok(())
     }
 }
 

@@ -456,3 +456,37 @@ fn cli_imports_locally_with_an_error_report_and_exports() {
     assert_eq!(text.lines().count(), 4, "{text}");
     server.kill();
 }
+
+#[test]
+fn export_over_http_is_valid_chunked_encoding() {
+    // curl checks chunked framing strictly; 3,000 devices make a body of many chunks.
+    let server = TestServer::start();
+    server.profile("fleet", "CHECK_PRE_PROVISIONED_DEVICES", "RETURN_EXISTING");
+    let mut csv = String::from("name,type,accessToken\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("dev-{i:05},meter,tok-{i:05}-0123456789\n"));
+    }
+    let (status, reply) = server.import(csv.as_bytes(), "profile=fleet");
+    assert_eq!((status, summary(&reply)), (200, (3000, 0, 0)), "{reply}");
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", "-H"])
+        .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
+        .arg(server.url("/api/admin/export?profile=fleet"))
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl rejected the export: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 CSV");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3001, "header and every device");
+    assert!(lines[0].starts_with("name,type,"), "{}", lines[0]);
+    assert!(
+        lines[3000].starts_with("dev-02999,meter,"),
+        "{}",
+        lines[3000]
+    );
+    assert!(!text.contains('\0'));
+}
