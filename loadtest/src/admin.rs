@@ -23,6 +23,8 @@ pub struct Stored {
     pub creds: Option<Creds>,
     /// Whether `provisionState` is `provisioned`.
     pub provisioned: bool,
+    /// The credentials id the server indexes it by (token, MQTT basic id, certificate hash).
+    pub credentials_id: Option<String>,
 }
 
 impl Admin {
@@ -91,8 +93,7 @@ impl Admin {
     }
 
     /// Every device of `profile`, by name, through the paged device listing (1000 per page).
-    /// (The streamed CSV export would do too, but provisiond's chunked export is broken for
-    /// exports larger than a few kilobytes as of this writing; see the report.)
+    /// (The device listing carries the credentials id too, which the CSV export does not.)
     pub fn devices(&self, profile: &str) -> anyhow::Result<HashMap<String, Stored>> {
         let mut out = HashMap::new();
         let mut cursor = String::new();
@@ -130,6 +131,7 @@ impl Admin {
                     Stored {
                         creds,
                         provisioned: d["provisionState"] == "provisioned",
+                        credentials_id: d["credentialsId"].as_str().map(str::to_string),
                     },
                 );
             }

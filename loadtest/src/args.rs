@@ -25,6 +25,24 @@ pub enum Command {
     /// UDP CoAP loop with coap-lite) that answers every request with one fixed SUCCESS body, with
     /// no engine and no store: the physical limit provisiond is compared with.
     BaselineServer(BaselineArgs),
+    /// Checks credentials recorded by earlier runs (`run --told FILE`) against a server: each
+    /// must be stored, provisioned and unchanged, and no credentials id may belong to two
+    /// devices. For crash tests, where the server was killed during the runs.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `loadtest verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// HTTP base URL of the server.
+    #[arg(long)]
+    pub server: String,
+    /// Admin API token.
+    #[arg(long, env = "PROVISIOND_ADMIN_TOKEN")]
+    pub admin_token: String,
+    /// Files written by `loadtest run --told`.
+    #[arg(required = true)]
+    pub told: Vec<PathBuf>,
 }
 
 /// Flags of `loadtest baseline-server`.
@@ -140,6 +158,10 @@ pub struct RunArgs {
     /// Skip the verification against the server's export (e.g. against ThingsBoard).
     #[arg(long)]
     pub no_verify: bool,
+    /// Write every credential a device was told here (JSON lines: profile, device, credentials),
+    /// as soon as the load ends and before any verification, for `loadtest verify`.
+    #[arg(long)]
+    pub told: Option<PathBuf>,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -13,6 +13,7 @@ mod html;
 mod report;
 mod run;
 mod stats;
+mod told;
 
 use clap::Parser;
 
@@ -21,6 +22,7 @@ fn main() {
     let result = match cli.command {
         args::Command::Run(run_args) => run::run(*run_args),
         args::Command::BaselineServer(b) => baseline::serve(&b).map(|()| 0),
+        args::Command::Verify(v) => told::verify(&v),
     };
     match result {
         Ok(code) => std::process::exit(code),

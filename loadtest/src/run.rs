@@ -146,6 +146,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     });
     let elapsed = runtime.block_on(drive(shared.clone()));
     drop(runtime);
+    if let Some(path) = &shared.args.told {
+        let told = shared.told.lock().expect("not poisoned");
+        let records = told
+            .order
+            .iter()
+            .map(|index| (shared.fleet.name(*index), &told.creds[index]));
+        crate::told::write(path, &shared.fleet.prefix, records)?;
+    }
 
     let verification = match (&admin, shared.args.no_verify || baseline) {
         (Some(admin), false) => Some(verify(admin, &shared)?),
