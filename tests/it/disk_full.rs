@@ -127,3 +127,101 @@ fn a_full_disk_answers_failure_writes_nothing_and_service_resumes_when_space_ret
     server.stop();
     drop(disk);
 }
+
+fn remount(path: &Path, mode: &str) {
+    let status = Command::new("mount")
+        .args(["-o", &format!("remount,{mode}")])
+        .arg(path)
+        .status()
+        .expect("mount runs");
+    assert!(status.success(), "remount {mode} failed");
+}
+
+#[test]
+fn a_read_only_data_directory_is_refused_at_start_with_its_reason_and_nothing_is_lost() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        eprintln!("read_only: skipped, cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let data = disk.path.join("data");
+    let server = super::ServerProcess::start(&data);
+    let agent = super::agent();
+    let (status, profile) = super::admin_call(
+        &agent,
+        &format!("http://{}/api/admin/profiles", server.addr),
+        "POST",
+        Some(super::ADMIN_TOKEN),
+        Some(
+            serde_json::json!({ "name": "ro", "provisionDeviceKey": "ro-key",
+            "provisionDeviceSecret": "ro-secret" }),
+        ),
+    );
+    assert_eq!(status, 201, "{profile}");
+    let mut told = Vec::new();
+    for i in 0..20 {
+        let name = format!("ro-{i}");
+        let mut response = agent
+            .post(format!("http://{}/api/v1/provision", server.addr))
+            .send_json(request("ro-key", "ro-secret", &name))
+            .unwrap();
+        let body: serde_json::Value = response.body_mut().read_json().unwrap();
+        assert_eq!(body["status"], "SUCCESS", "{body}");
+        told.push((name, body["credentialsValue"].clone()));
+    }
+    server.kill();
+
+    // The file system turns read-only (as after an fs error, or a mistaken mount): provisiond
+    // refuses to start, and says which directory and why.
+    remount(&disk.path, "ro");
+    let mut child = Command::new(super::binary())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--mqtt-port",
+            "0",
+        ])
+        .args(["--coap-port", "0", "--data-dir"])
+        .arg(&data)
+        .env("PROVISIOND_ADMIN_TOKEN", super::ADMIN_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("provisiond started on a read-only data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success(), "a read-only data directory must not serve");
+    assert!(
+        stderr.contains(&data.display().to_string()) && stderr.contains("Read-only file system"),
+        "the error names the directory and the reason: {stderr}"
+    );
+
+    // Writable again: everything that was answered is there, unchanged.
+    remount(&disk.path, "rw");
+    let server = super::ServerProcess::start(&data);
+    for (name, credentials) in &told {
+        let (status, device) = super::admin_call(
+            &agent,
+            &format!("http://{}/api/admin/devices/{name}", server.addr),
+            "GET",
+            Some(super::ADMIN_TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{name}: {device}");
+        assert_eq!(&device["credentialsValue"], credentials, "{name}");
+    }
+    server.kill();
+}
