@@ -16,6 +16,9 @@ token=overload-admin-token-0123456789ab
 port=${OVERLOAD_HTTP_PORT:-38180}
 mailbox=${OVERLOAD_MAILBOX:-256}
 enqueue_ms=${OVERLOAD_ENQUEUE_MS:-200}
+for b in provisiond loadtest; do
+  [ -x "$bin/$b" ] || { echo "overload: $bin/$b not found; run cargo build --release --workspace" >&2; exit 2; }
+done
 mkdir -p "$work"
 ulimit -n 65536 2>/dev/null || true
 

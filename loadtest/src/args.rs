@@ -40,8 +40,11 @@ pub struct VerifyArgs {
     /// Admin API token.
     #[arg(long, env = "PROVISIOND_ADMIN_TOKEN")]
     pub admin_token: String,
+    /// More profiles whose devices take part in the one-owner-per-credentials-id check (runs
+    /// that told nobody anything, such as an import cut short by a crash).
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
     /// Files written by `loadtest run --told`.
-    #[arg(required = true)]
     pub told: Vec<PathBuf>,
 }
 

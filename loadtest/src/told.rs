@@ -77,12 +77,13 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<i32> {
     for path in &args.told {
         records.extend(read(path)?);
     }
-    if records.is_empty() {
-        bail!("the --told files hold no credentials: nothing to verify");
+    if records.is_empty() && args.profiles.is_empty() {
+        bail!("no credentials in the --told files and no --profile: nothing to verify");
     }
     let admin = Admin::new(&args.server, &args.admin_token);
     let mut stored = HashMap::new();
-    for profile in records.iter().map(|r| r.profile.as_str()) {
+    let profiles = records.iter().map(|r| r.profile.as_str());
+    for profile in profiles.chain(args.profiles.iter().map(String::as_str)) {
         if !stored.contains_key(profile) {
             stored.insert(profile.to_string(), admin.devices(profile)?);
         }

@@ -19,7 +19,7 @@ use crate::bulk::{self, ImportOptions};
 use crate::engine::Engine;
 use crate::engine::credentials::secrets_equal;
 use crate::engine::provision::{ProvisionError, Secret, Transport};
-use crate::transport::streams::{ChannelReader, ChannelWriter};
+use crate::transport::streams::{ChannelReader, ChannelWriter, EXPORT_CHUNK_BYTES, SmallChunks};
 use crate::transport::wire::{self, ParseError};
 
 /// Largest admin request body (profile JSON); CSV import streams and is not bound by it.
@@ -145,12 +145,22 @@ where
 }
 
 fn json_response(status: StatusCode, body: String) -> HttpResponse {
-    HttpResponse::builder(status)
-        .header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .body(body)
+    let mut builder = HttpResponse::builder(status);
+    builder.header(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    body_response(builder, body)
+}
+
+/// Sends a body of up to 4 KiB as it is and a larger one in 4 KiB chunks, which ntex frames
+/// reliably (see [`SmallChunks`]).
+fn body_response(mut builder: ntex::http::ResponseBuilder, body: String) -> HttpResponse {
+    if body.len() <= EXPORT_CHUNK_BYTES {
+        builder.body(body)
+    } else {
+        builder.streaming(SmallChunks::new(body.as_bytes()))
+    }
 }
 
 fn admin_response(reply: admin::Reply) -> HttpResponse {
@@ -500,12 +510,12 @@ async fn export(st: Arc<HttpState>, req: HttpRequest, _: Payload) -> HttpRespons
 
 async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
     crate::metrics::scrape::refresh(st.engine.store(), st.http_port);
-    HttpResponse::Ok()
-        .header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )
-        .body(st.metrics.render())
+    let mut builder = HttpResponse::Ok();
+    builder.header(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    body_response(builder, st.metrics.render())
 }
 
 /// Alive unless the store refuses writes after a failed commit (a full disk): RocksDB cannot be

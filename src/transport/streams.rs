@@ -108,6 +108,34 @@ impl Write for ChannelWriter {
     }
 }
 
+/// A response body already in memory, served as chunks of at most [`EXPORT_CHUNK_BYTES`].
+/// ntex 4.0.0-beta.13 with ntex-bytes 1.10 links a body larger than 4 KiB into its write buffer
+/// as a page of its own, after splitting the buffered head off; on keep-alive connections that
+/// head (status line and headers, or the previous response's tail) now and then reached the
+/// socket corrupted: about one `/metrics` scrape in 500 arrived short, and a device-list page
+/// had an invalid header. Chunks up to 4 KiB are copied instead of linked.
+#[derive(Debug)]
+pub struct SmallChunks(std::collections::VecDeque<Bytes>);
+
+impl SmallChunks {
+    /// Splits `body` into chunks.
+    pub fn new(body: &[u8]) -> SmallChunks {
+        SmallChunks(
+            body.chunks(EXPORT_CHUNK_BYTES)
+                .map(Bytes::copy_from_slice)
+                .collect(),
+        )
+    }
+}
+
+impl Stream for SmallChunks {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
 /// The receiving end of a [`ChannelWriter`], as a response body stream.
 #[derive(Debug)]
 pub struct ReceiverStream(mpsc::Receiver<Result<Bytes, io::Error>>);
