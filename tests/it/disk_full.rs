@@ -173,19 +173,7 @@ fn a_read_only_data_directory_is_refused_at_start_with_its_reason_and_nothing_is
     // The file system turns read-only (as after an fs error, or a mistaken mount): provisiond
     // refuses to start, and says which directory and why.
     remount(&disk.path, "ro");
-    let mut child = Command::new(super::binary())
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--mqtt-port",
-            "0",
-        ])
-        .args(["--coap-port", "0", "--data-dir"])
-        .arg(&data)
-        .env("PROVISIOND_ADMIN_TOKEN", super::ADMIN_TOKEN)
+    let mut child = super::serve_command(&data)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

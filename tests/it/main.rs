@@ -305,6 +305,33 @@ pub struct ServerProcess {
     pub coap_addr: SocketAddr,
 }
 
+/// `provisiond serve` on `data_dir`, 127.0.0.1, ephemeral ports, 4 shards, the test admin token,
+/// warnings only on standard error (discarded) and the start-up lines on a piped standard output.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--coap-port",
+            "0",
+            "--shards",
+            "4",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("PROVISIOND_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
 impl ServerProcess {
     /// Starts `provisiond serve` on `data_dir` with an ephemeral port and waits until it serves.
     pub fn start(data_dir: &Path) -> ServerProcess {
@@ -314,27 +341,7 @@ impl ServerProcess {
     /// As [`ServerProcess::start`], with `adjust` changing the command last (environment,
     /// where standard error goes).
     pub fn start_with(data_dir: &Path, adjust: impl FnOnce(&mut Command)) -> ServerProcess {
-        let mut command = Command::new(binary());
-        command
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--coap-port",
-                "0",
-                "--shards",
-                "4",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("PROVISIOND_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        let mut command = serve_command(data_dir);
         adjust(&mut command);
         let mut child = command.spawn().expect("binary starts");
         let stdout = child.stdout.take().unwrap();
