@@ -39,7 +39,7 @@ pub fn refresh(store: &Store, http_port: u16) {
     gauge!(STORE_SST_BYTES).set(sizes.sst_bytes as f64);
     gauge!(STORE_MEMTABLE_BYTES).set(sizes.memtable_bytes as f64);
     gauge!(STORE_PENDING_COMPACTION_BYTES).set(sizes.pending_compaction_bytes as f64);
-    gauge!(STORE_HEALTHY).set(if store.healthy() { 1.0 } else { 0.0 });
+    gauge!(STORE_HEALTHY).set(if store.check_health() { 1.0 } else { 0.0 });
     match rustix::fs::statvfs(store.path()) {
         Ok(fs) => {
             gauge!(DISK_FREE_BYTES).set((fs.f_bavail * fs.f_frsize) as f64);

@@ -6,6 +6,8 @@ pub mod record;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
@@ -68,8 +70,47 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
-    /// False once a commit failed: RocksDB then refuses every write until it is reopened.
-    writable: std::sync::atomic::AtomicBool,
+    /// Whether writes currently succeed; see [`WriteHealth`].
+    health: WriteHealth,
+}
+
+/// What the store knows about its own writability. A failed commit (a full disk, a file system
+/// turned read-only) puts RocksDB into a background-error state that refuses every write;
+/// RocksDB's SstFileManager polls the free space every 5 s and resumes the database by itself
+/// once there is room. The next successful write (a batch, or [`Store::check_health`]'s probe)
+/// marks the store writable again, in process, with no restart.
+#[derive(Debug)]
+struct WriteHealth {
+    writable: AtomicBool,
+    /// When the current unwritable spell began, in ms since `epoch` (meaningless while writable).
+    unwritable_since_ms: AtomicU64,
+    /// RocksDB's cumulative background-error count as of the last successful write: a higher
+    /// count means an error since, which a probe write must clear before the store is healthy.
+    errors_acknowledged: AtomicU64,
+    epoch: Instant,
+}
+
+impl WriteHealth {
+    fn new(errors: u64) -> WriteHealth {
+        WriteHealth {
+            writable: AtomicBool::new(true),
+            unwritable_since_ms: AtomicU64::new(0),
+            errors_acknowledged: AtomicU64::new(errors),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn failed(&self) {
+        if self.writable.load(Ordering::Acquire) {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            self.unwritable_since_ms.store(now, Ordering::Release);
+            self.writable.store(false, Ordering::Release);
+        }
+    }
+
+    fn succeeded(&self) {
+        self.writable.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -144,8 +185,12 @@ impl Store {
             db,
             path: path.to_path_buf(),
             write_options,
-            writable: std::sync::atomic::AtomicBool::new(true),
+            health: WriteHealth::new(0),
         };
+        store
+            .health
+            .errors_acknowledged
+            .store(store.background_errors(), Ordering::Release);
         store.count_devices_once()?;
         Ok(store)
     }
@@ -382,14 +427,40 @@ impl Store {
         sizes
     }
 
-    /// Whether RocksDB reports no background error (a failed flush or compaction, such as a full
-    /// disk, stops writes until it is resolved).
-    pub fn healthy(&self) -> bool {
+    /// RocksDB's cumulative count of background errors (failed flushes, compactions, writes).
+    fn background_errors(&self) -> u64 {
         self.db
             .property_int_value("rocksdb.background-errors")
             .ok()
             .flatten()
-            == Some(0)
+            .unwrap_or(0)
+    }
+
+    /// Whether the store takes writes now. While the last write failed, or RocksDB has reported
+    /// a background error since, this tries one small synced write (the counters' marker, which
+    /// is rewritten with the same value): its success means RocksDB has resumed (space returned)
+    /// and the store is marked writable again. Called by `/readyz` and the metrics scrape, so a
+    /// store nobody writes to still notices its own recovery.
+    pub fn check_health(&self) -> bool {
+        let errors = self.background_errors();
+        if self.writable() && errors <= self.health.errors_acknowledged.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut probe = WriteBatch::default();
+        probe.put_cf(self.cf(CF_PROFILE_STATS), STATS_COUNTED_KEY, [1]);
+        match self.db.write_opt(probe, &self.write_options) {
+            Ok(()) => {
+                self.health
+                    .errors_acknowledged
+                    .fetch_max(errors, Ordering::AcqRel);
+                self.health.succeeded();
+                true
+            }
+            Err(_) => {
+                self.health.failed();
+                false
+            }
+        }
     }
 
     /// Stages `credentials_id → device`.
@@ -417,17 +488,36 @@ impl Store {
             return Ok(());
         }
         if let Err(error) = self.db.write_opt(batch.batch, &self.write_options) {
-            // RocksDB keeps the error (a full disk, say) and stays read-only until reopened.
-            self.writable
-                .store(false, std::sync::atomic::Ordering::Release);
+            // RocksDB keeps the error (a full disk, say) and refuses writes until it resumes.
+            self.health.failed();
             return Err(error.into());
+        }
+        if !self.writable() {
+            self.health.succeeded();
         }
         Ok(())
     }
 
-    /// False once a commit has failed: writes stay refused until the server restarts.
+    /// False from a failed write until the next successful one.
     pub fn writable(&self) -> bool {
-        self.writable.load(std::sync::atomic::Ordering::Acquire)
+        self.health.writable.load(Ordering::Acquire)
+    }
+
+    /// Bytes free for an unprivileged writer on the data directory's file system.
+    pub fn free_bytes(&self) -> Option<u64> {
+        rustix::fs::statvfs(&self.path)
+            .ok()
+            .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+    }
+
+    /// How long writes have been failing, if they are.
+    pub fn unwritable_for(&self) -> Option<Duration> {
+        if self.writable() {
+            return None;
+        }
+        let since = self.health.unwritable_since_ms.load(Ordering::Acquire);
+        let now = self.health.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(since)))
     }
 
     /// A consistent, read-only view of the store as of now.

@@ -518,28 +518,42 @@ async fn metrics(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
     body_response(builder, st.metrics.render())
 }
 
-/// Alive unless the store refuses writes after a failed commit (a full disk): RocksDB cannot be
-/// resumed in place, so only a restart recovers, and a failing liveness probe asks the
-/// supervisor for exactly that. While the disk stays full, the restarted process fails to open
-/// the store and is restarted again until space returns.
+/// Alive unless the store has refused writes for longer than [`RECOVERY_GRACE`] although its
+/// file system has room again: RocksDB resumes by itself within seconds once space returns (see
+/// `store::WriteHealth`), so a store still failing then is stuck, and a failing liveness probe
+/// asks the supervisor for a restart. While the disk is still full the process stays alive and
+/// unready: a restart would not help and could not even open the store.
 async fn healthz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
-    if st.engine.store().writable() {
-        json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
-    } else {
+    let store = st.engine.store();
+    let stuck = store
+        .unwritable_for()
+        .is_some_and(|spell| spell > RECOVERY_GRACE)
+        && !store.check_health()
+        && store
+            .free_bytes()
+            .is_some_and(|free| free >= RECOVERY_FREE_BYTES);
+    if stuck {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"store refuses writes since a failed commit (disk full?); restart once space is free"}"#
-                .to_string(),
+            r#"{"status":"store refuses writes although the disk has room; restart"}"#.to_string(),
         )
+    } else {
+        json_response(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
     }
 }
+
+/// How long a store may keep refusing writes, with room on its disk, before liveness fails.
+const RECOVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Free space above which a refusing store counts as stuck rather than waiting for room: RocksDB
+/// resumes once one write buffer (64 MiB) is free, so this is that with a margin.
+const RECOVERY_FREE_BYTES: u64 = 256 << 20;
 
 async fn readyz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse {
     let listeners = st.ready.load(Ordering::Acquire);
     let shards = st.engine.shards_running();
-    // Not ready while RocksDB reports a background error, or once a commit failed (a full
-    // disk): writes are refused until a restart.
-    let store = st.engine.store().healthy() && st.engine.store().writable();
+    // Not ready while writes fail (a full disk) or RocksDB has reported a background error that
+    // no write has cleared since; ready again as soon as a probe write succeeds.
+    let store = st.engine.store().check_health();
     let body = serde_json::json!({ "listeners": listeners, "shards": shards, "store": store });
     let status = if listeners && shards && store {
         StatusCode::OK
