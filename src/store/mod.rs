@@ -123,6 +123,10 @@ impl std::fmt::Debug for Store {
 #[derive(Default)]
 pub struct StoreBatch {
     batch: WriteBatch,
+    /// Counter deltas summed over the batch, written as one merge operand per profile and
+    /// counter at commit: one memtable insert per batch instead of two per device (memtable
+    /// inserts were the shards' largest CPU cost).
+    counts: std::collections::HashMap<(String, keys::Stat), i64>,
 }
 
 impl std::fmt::Debug for StoreBatch {
@@ -162,6 +166,11 @@ impl Store {
             block.set_cache_index_and_filter_blocks(false);
             let mut cf_opts = Options::default();
             cf_opts.set_block_based_table_factory(&block);
+            // A bloom filter over the memtable's whole keys: most lookups are misses (a new
+            // device's name and credentials id), and without it each miss walks the memtable's
+            // skip list, 8% of the server's CPU under load in a perf profile.
+            cf_opts.set_memtable_whole_key_filtering(true);
+            cf_opts.set_memtable_prefix_bloom_ratio(0.02);
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
             if *name == CF_PROFILE_STATS {
                 cf_opts.set_merge_operator_associative(stats::ADD_I64_MERGE, stats::add_i64);
@@ -388,11 +397,7 @@ impl Store {
         next: Option<&DeviceRecord>,
     ) {
         for (profile, stat, delta) in stats::deltas(previous, next) {
-            batch.batch.merge_cf(
-                self.cf(CF_PROFILE_STATS),
-                keys::stat_key(&profile, stat),
-                delta.to_le_bytes(),
-            );
+            *batch.counts.entry((profile, stat)).or_default() += delta;
         }
     }
 
@@ -484,10 +489,20 @@ impl Store {
 
     /// Writes the batch atomically; with `sync_writes` it returns only after the WAL is synced.
     pub fn commit(&self, batch: StoreBatch) -> Result<(), StoreError> {
-        if batch.batch.is_empty() {
+        let StoreBatch { mut batch, counts } = batch;
+        for ((profile, stat), delta) in counts {
+            if delta != 0 {
+                batch.merge_cf(
+                    self.cf(CF_PROFILE_STATS),
+                    keys::stat_key(&profile, stat),
+                    delta.to_le_bytes(),
+                );
+            }
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.db.write_opt(batch.batch, &self.write_options) {
+        if let Err(error) = self.db.write_opt(batch, &self.write_options) {
             // RocksDB keeps the error (a full disk, say) and refuses writes until it resumes.
             self.health.failed();
             return Err(error.into());
