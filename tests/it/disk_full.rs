@@ -174,28 +174,8 @@ fn a_read_only_data_directory_is_refused_at_start_with_its_reason_and_nothing_is
     let data = disk.path.join("data");
     let server = super::ServerProcess::start(&data);
     let agent = super::agent();
-    let (status, profile) = super::admin_call(
-        &agent,
-        &format!("http://{}/api/admin/profiles", server.addr),
-        "POST",
-        Some(super::ADMIN_TOKEN),
-        Some(
-            serde_json::json!({ "name": "ro", "provisionDeviceKey": "ro-key",
-            "provisionDeviceSecret": "ro-secret" }),
-        ),
-    );
-    assert_eq!(status, 201, "{profile}");
-    let mut told = Vec::new();
-    for i in 0..20 {
-        let name = format!("ro-{i}");
-        let mut response = agent
-            .post(format!("http://{}/api/v1/provision", server.addr))
-            .send_json(request("ro-key", "ro-secret", &name))
-            .unwrap();
-        let body: serde_json::Value = response.body_mut().read_json().unwrap();
-        assert_eq!(body["status"], "SUCCESS", "{body}");
-        told.push((name, body["credentialsValue"].clone()));
-    }
+    create_profile(&agent, &server, "ro");
+    let told = provision_told(&agent, &server, "ro", 0..20);
     server.kill();
 
     // The file system turns read-only (as after an fs error, or a mistaken mount): provisiond
@@ -228,9 +208,69 @@ fn a_read_only_data_directory_is_refused_at_start_with_its_reason_and_nothing_is
     // Writable again: everything that was answered is there, unchanged.
     remount(&disk.path, "rw");
     let server = super::ServerProcess::start(&data);
-    for (name, credentials) in &told {
+    assert_told_present(&agent, &server, &told);
+    server.kill();
+}
+
+/// Creates the profile `name` (key `NAME-key`, secret `NAME-secret`) through the admin API.
+fn create_profile(agent: &ureq::Agent, server: &super::ServerProcess, name: &str) {
+    let (status, profile) = super::admin_call(
+        agent,
+        &format!("http://{}/api/admin/profiles", server.addr),
+        "POST",
+        Some(super::ADMIN_TOKEN),
+        Some(
+            serde_json::json!({ "name": name, "provisionDeviceKey": format!("{name}-key"),
+            "provisionDeviceSecret": format!("{name}-secret") }),
+        ),
+    );
+    assert_eq!(status, 201, "{profile}");
+}
+
+/// One provisioning request over HTTP in profile `profile`; the answer's JSON.
+fn provision_one(
+    agent: &ureq::Agent,
+    server: &super::ServerProcess,
+    profile: &str,
+    name: &str,
+) -> serde_json::Value {
+    let mut response = agent
+        .post(format!("http://{}/api/v1/provision", server.addr))
+        .send_json(request(
+            &format!("{profile}-key"),
+            &format!("{profile}-secret"),
+            name,
+        ))
+        .unwrap();
+    response.body_mut().read_json().unwrap()
+}
+
+/// Provisions `PROFILE-i` for each i, asserting SUCCESS; what each device was told.
+fn provision_told(
+    agent: &ureq::Agent,
+    server: &super::ServerProcess,
+    profile: &str,
+    range: std::ops::Range<u32>,
+) -> Vec<(String, serde_json::Value)> {
+    range
+        .map(|i| {
+            let name = format!("{profile}-{i}");
+            let body = provision_one(agent, server, profile, &name);
+            assert_eq!(body["status"], "SUCCESS", "{body}");
+            (name, body["credentialsValue"].clone())
+        })
+        .collect()
+}
+
+/// Every told device is stored with the credentials it was told.
+fn assert_told_present(
+    agent: &ureq::Agent,
+    server: &super::ServerProcess,
+    told: &[(String, serde_json::Value)],
+) {
+    for (name, credentials) in told {
         let (status, device) = super::admin_call(
-            &agent,
+            agent,
             &format!("http://{}/api/admin/devices/{name}", server.addr),
             "GET",
             Some(super::ADMIN_TOKEN),
@@ -239,5 +279,140 @@ fn a_read_only_data_directory_is_refused_at_start_with_its_reason_and_nothing_is
         assert_eq!(status, 200, "{name}: {device}");
         assert_eq!(&device["credentialsValue"], credentials, "{name}");
     }
+}
+
+/// A small ext4 file system in a loop-mounted image, mounted with `errors=remount-ro`, so that
+/// ext4's `trigger_fs_error` knob turns it read-only at once, with files open for writing, as a
+/// real file-system error does.
+struct Ext4Disk {
+    image: PathBuf,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Ext4Disk {
+    fn mount() -> Option<Ext4Disk> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        let quiet = |command: &mut Command| {
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let made = quiet(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        let disk = Ext4Disk {
+            image,
+            path,
+            _dir: dir,
+        };
+        (made && disk.mount_image(quiet)).then_some(disk)
+    }
+
+    fn mount_image(&self, run: impl Fn(&mut Command) -> bool) -> bool {
+        run(Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&self.image)
+            .arg(&self.path))
+    }
+
+    /// The loop device's name under /sys/fs/ext4.
+    fn device_name(&self) -> String {
+        let out = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let source = String::from_utf8(out.stdout).unwrap();
+        Path::new(source.trim())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Simulates a file-system error: ext4 remounts itself read-only.
+    fn fail(&self) {
+        let knob = format!("/sys/fs/ext4/{}/trigger_fs_error", self.device_name());
+        std::fs::write(&knob, "provisiond test").expect("ext4 trigger_fs_error");
+    }
+
+    /// What an operator does after the error: unmount, fsck, mount again read-write.
+    fn repair(&self) {
+        let ok = |command: &mut Command| command.status().is_ok_and(|s| s.success());
+        assert!(ok(Command::new("umount").arg(&self.path)), "umount");
+        // e2fsck exits 1 when it fixed something, which is expected after the error.
+        let fsck = Command::new("e2fsck")
+            .args(["-f", "-y"])
+            .arg(&self.image)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(fsck.code().is_some_and(|c| c <= 1), "e2fsck: {fsck}");
+        assert!(self.mount_image(ok), "mount again");
+    }
+}
+
+impl Drop for Ext4Disk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_directory_turning_read_only_mid_run_fails_writes_cleanly_and_nothing_answered_is_lost() {
+    let Some(disk) = Ext4Disk::mount() else {
+        eprintln!("read_only_mid_run: skipped, cannot loop-mount an ext4 image here (needs root)");
+        return;
+    };
+    let data = disk.path.join("data");
+    let server = super::ServerProcess::start(&data);
+    let agent = super::agent();
+    create_profile(&agent, &server, "midrun");
+    let told = provision_told(&agent, &server, "midrun", 0..20);
+
+    // The file system fails under the running server, with RocksDB's files open for writing.
+    disk.fail();
+    let refused = "midrun-refused";
+    let body = provision_one(&agent, &server, "midrun", refused);
+    assert_eq!(
+        body["status"], "FAILURE",
+        "a read-only disk cannot store: {body}"
+    );
+    // Reads still work, and show that nothing of the refused device was written.
+    let (status, _) = super::admin_call(
+        &agent,
+        &format!("http://{}/api/admin/devices/{refused}", server.addr),
+        "GET",
+        Some(super::ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(status, 404, "the refused device must not exist");
+    assert_told_present(&agent, &server, &told);
+    // A replay of an answered device needs no write and still gets its credentials.
+    let replay = provision_one(&agent, &server, "midrun", &told[0].0);
+    assert_eq!(replay["status"], "SUCCESS", "{replay}");
+    assert_eq!(replay["credentialsValue"], told[0].1);
+    let readyz = agent
+        .get(format!("http://{}/readyz", server.addr))
+        .call()
+        .unwrap();
+    assert_eq!(readyz.status().as_u16(), 503, "not ready while writes fail");
+
+    // The operator repairs the file system; after a restart every answered device is there,
+    // and the refused one provisions now.
+    server.kill();
+    disk.repair();
+    let server = super::ServerProcess::start(&data);
+    assert_told_present(&agent, &server, &told);
+    let body = provision_one(&agent, &server, "midrun", refused);
+    assert_eq!(body["status"], "SUCCESS", "{body}");
     server.kill();
 }
