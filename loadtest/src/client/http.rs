@@ -1,6 +1,7 @@
 //! HTTP/1.1 `POST /api/v1/provision` on a keep-alive connection (one per worker), the way a
 //! gateway or a factory station provisions devices one after the other. Responses are parsed
-//! with httparse; a body must carry Content-Length (provisiond and ThingsBoard send it).
+//! with httparse; a body comes with Content-Length (provisiond and ThingsBoard send it) or in
+//! chunks (`Transfer-Encoding: chunked`, as some proxies and servers answer).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -136,6 +137,7 @@ async fn read_response(
                 let status = response.code.unwrap_or(0);
                 let mut length = None;
                 let mut close = false;
+                let mut chunked = false;
                 for h in response.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
                         length = std::str::from_utf8(h.value)
@@ -144,8 +146,16 @@ async fn read_response(
                     } else if h.name.eq_ignore_ascii_case("connection") {
                         close = h.value.eq_ignore_ascii_case(b"close");
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(Step::Broken("chunked response (unsupported)".into()));
+                        chunked = String::from_utf8_lossy(h.value)
+                            .to_ascii_lowercase()
+                            .contains("chunked");
                     }
+                }
+                if chunked {
+                    let body = read_chunked(stream, buf, head).await?;
+                    buf.truncate(head);
+                    buf.extend_from_slice(&body);
+                    return Ok((status, close, head..buf.len()));
                 }
                 let length = length.unwrap_or(0);
                 if length > MAX_RESPONSE_BYTES {
@@ -171,6 +181,64 @@ async fn read_response(
     }
 }
 
+/// Longest chunk-size or trailer line accepted.
+const MAX_CHUNK_LINE_BYTES: usize = 1024;
+
+/// Decodes a chunked body that starts at `start` in `buf` (RFC 9112 §7.1), reading more as
+/// needed; chunk extensions and trailers are read and ignored.
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Result<Vec<u8>, Step> {
+    let mut pos = start;
+    let mut body = Vec::new();
+    loop {
+        let line_end = read_line(stream, buf, pos).await?;
+        let line = std::str::from_utf8(&buf[pos..line_end])
+            .map_err(|_| Step::Broken("bad chunk size line".into()))?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| Step::Broken(format!("bad chunk size {size_text:?}")))?;
+        pos = line_end + 2;
+        if size == 0 {
+            // Trailer fields, up to the empty line that ends the message.
+            loop {
+                let end = read_line(stream, buf, pos).await?;
+                let empty = end == pos;
+                pos = end + 2;
+                if empty {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_RESPONSE_BYTES {
+            return Err(Step::Broken("response too large".into()));
+        }
+        while buf.len() < pos + size + 2 {
+            read_more(stream, buf).await?;
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(Step::Broken("chunk not followed by CRLF".into()));
+        }
+        pos += size + 2;
+    }
+}
+
+/// The index of the CRLF ending the line that starts at `pos`, reading more as needed.
+async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>, pos: usize) -> Result<usize, Step> {
+    loop {
+        if let Some(i) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+            return Ok(pos + i);
+        }
+        if buf.len() - pos > MAX_CHUNK_LINE_BYTES {
+            return Err(Step::Broken("chunk line too long".into()));
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Step> {
     let mut chunk = [0u8; 4096];
     match stream.read(&mut chunk).await {
@@ -180,5 +248,66 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Step
             Ok(())
         }
         Err(e) => Err(Step::Broken(io_reason(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one connection: reads the request head and body, then writes `parts` one by one
+    /// (so chunks arrive split across reads), and keeps the connection open.
+    async fn serve(parts: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            for part in parts {
+                socket.write_all(part).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        addr
+    }
+
+    async fn ask(parts: Vec<&'static [u8]>) -> Outcome {
+        let addr = serve(parts).await;
+        let mut client = HttpClient::new(addr, "test".into());
+        client
+            .provision(br#"{"deviceName":"d"}"#, Duration::from_secs(3))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_split_across_reads_is_decoded() {
+        let outcome = ask(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"1c;ext=1\r\n{\"credentialsValue\":\"tok-1\",",
+            b"\r\n34\r\n\"credentialsType\":\"ACCESS_TOKEN\",\"status\":\"",
+            b"SUCCESS\"}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        ])
+        .await;
+        match outcome {
+            Outcome::Success(Some(creds)) => {
+                assert!(format!("{creds:?}").contains("tok-1"), "{creds:?}")
+            }
+            other => panic!("expected SUCCESS, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_chunk_size_is_a_clear_failure() {
+        let outcome = ask(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        ])
+        .await;
+        match outcome {
+            Outcome::Failed(reason) => assert!(reason.contains("bad chunk size"), "{reason}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 }
