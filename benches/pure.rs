@@ -45,23 +45,12 @@ fn request(secret: &str, creds: RequestedCredentials) -> Request {
 
 fn device(profile: &str, provisioned: bool) -> DeviceRecord {
     DeviceRecord {
-        name: "sensor-000001".into(),
-        profile: profile.into(),
-        device_type: profile.into(),
-        label: None,
-        description: None,
-        gateway: false,
-        server_attributes: vec![],
-        shared_attributes: vec![],
-        telemetry: vec![],
         provisioned,
         credentials: Some(Credentials::AccessToken {
             token: "stored-token".into(),
         }),
-        created_at_ms: 1,
         provisioned_at_ms: provisioned.then_some(2),
-        provisioned_via: None,
-        import_id: None,
+        ..DeviceRecord::new("sensor-000001", profile, profile, 1)
     }
 }
 

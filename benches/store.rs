@@ -19,23 +19,12 @@ const BATCH: u64 = 1024;
 
 fn device(i: u64) -> DeviceRecord {
     DeviceRecord {
-        name: format!("sensor-{i:012}"),
-        profile: "fleet".into(),
-        device_type: "fleet".into(),
-        label: None,
-        description: None,
-        gateway: false,
-        server_attributes: vec![],
-        shared_attributes: vec![],
-        telemetry: vec![],
         provisioned: true,
         credentials: Some(Credentials::AccessToken {
             token: format!("token-{i:014}"),
         }),
-        created_at_ms: 1,
         provisioned_at_ms: Some(2),
-        provisioned_via: None,
-        import_id: None,
+        ..DeviceRecord::new(format!("sensor-{i:012}"), "fleet", "fleet", 1)
     }
 }
 

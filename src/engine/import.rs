@@ -84,26 +84,8 @@ pub fn decide_import(
         if claim == Claim::Taken {
             return fail("credentials already belong to another device");
         }
-        let mut record = DeviceRecord {
-            name: row.name.clone(),
-            profile: row.profile.clone(),
-            device_type: row
-                .device_type
-                .clone()
-                .unwrap_or_else(|| default_type.to_string()),
-            label: None,
-            description: None,
-            gateway: false,
-            server_attributes: Vec::new(),
-            shared_attributes: Vec::new(),
-            telemetry: Vec::new(),
-            provisioned: false,
-            credentials: None,
-            created_at_ms: now_ms,
-            provisioned_at_ms: None,
-            provisioned_via: None,
-            import_id: None,
-        };
+        let device_type = row.device_type.as_deref().unwrap_or(default_type);
+        let mut record = DeviceRecord::new(&row.name, &row.profile, device_type, now_ms);
         apply(&mut record, row, mode, now_ms);
         return (
             RowOutcome::Created,

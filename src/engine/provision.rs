@@ -314,25 +314,10 @@ fn allow_create(
         if !valid_device_name(name) {
             return Decision::refuse(ProvisionError::InvalidName);
         }
+        let device_type = profile.device_type.as_ref().unwrap_or(&profile.name);
         let record = DeviceRecord {
-            name: name.to_string(),
-            profile: profile.name.clone(),
-            device_type: profile
-                .device_type
-                .clone()
-                .unwrap_or_else(|| profile.name.clone()),
-            label: None,
-            description: None,
             gateway: request.gateway,
-            server_attributes: Vec::new(),
-            shared_attributes: Vec::new(),
-            telemetry: Vec::new(),
-            provisioned: false,
-            credentials: None,
-            created_at_ms: facts.now_ms,
-            provisioned_at_ms: None,
-            provisioned_via: None,
-            import_id: None,
+            ..DeviceRecord::new(name, &profile.name, device_type, facts.now_ms)
         };
         return assign_and_provision(request, facts, record, fresh_token);
     };

@@ -40,10 +40,10 @@ pub fn refresh(store: &Store, http_port: u16) {
     gauge!(STORE_MEMTABLE_BYTES).set(sizes.memtable_bytes as f64);
     gauge!(STORE_PENDING_COMPACTION_BYTES).set(sizes.pending_compaction_bytes as f64);
     gauge!(STORE_HEALTHY).set(if store.check_health() { 1.0 } else { 0.0 });
-    match rustix::fs::statvfs(store.path()) {
-        Ok(fs) => {
-            gauge!(DISK_FREE_BYTES).set((fs.f_bavail * fs.f_frsize) as f64);
-            gauge!(DISK_SIZE_BYTES).set((fs.f_blocks * fs.f_frsize) as f64);
+    match store.disk_space() {
+        Ok(space) => {
+            gauge!(DISK_FREE_BYTES).set(space.free_bytes as f64);
+            gauge!(DISK_SIZE_BYTES).set(space.size_bytes as f64);
         }
         Err(error) => tracing::warn!(%error, "cannot read the data directory's filesystem size"),
     }

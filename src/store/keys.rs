@@ -39,7 +39,7 @@ pub const ALL_CFS: [&str; 5] = [
 pub const STATS_COUNTED_KEY: &[u8] = b"\0counted";
 
 /// Which per-profile counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
     /// Devices stored in the profile.
     Stored,

@@ -123,10 +123,9 @@ impl std::fmt::Debug for Store {
 #[derive(Default)]
 pub struct StoreBatch {
     batch: WriteBatch,
-    /// Counter deltas summed over the batch, written as one merge operand per profile and
-    /// counter at commit: one memtable insert per batch instead of two per device (memtable
-    /// inserts were the shards' largest CPU cost).
-    counts: std::collections::HashMap<(String, keys::Stat), i64>,
+    /// Counter changes of the staged device writes, written when the batch commits (memtable
+    /// inserts were the shards' largest CPU cost, and this saves two per device).
+    counts: stats::CountDeltas,
 }
 
 impl std::fmt::Debug for StoreBatch {
@@ -359,7 +358,7 @@ impl Store {
         device: &DeviceRecord,
         previous: Option<&DeviceRecord>,
     ) {
-        self.stage_counts(batch, previous, Some(device));
+        batch.counts.add(previous, Some(device));
         if let Some(previous) = previous
             && previous.profile != device.profile
         {
@@ -380,7 +379,7 @@ impl Store {
 
     /// Stages the removal of a device, its index entry and its share of the counters.
     pub fn stage_device_delete(&self, batch: &mut StoreBatch, device: &DeviceRecord) {
-        self.stage_counts(batch, Some(device), None);
+        batch.counts.add(Some(device), None);
         batch
             .batch
             .delete_cf(self.cf(CF_DEVICES), device.name.as_bytes());
@@ -388,17 +387,6 @@ impl Store {
             self.cf(CF_PROFILE_DEVICES),
             keys::profile_device_key(&device.profile, &device.name),
         );
-    }
-
-    fn stage_counts(
-        &self,
-        batch: &mut StoreBatch,
-        previous: Option<&DeviceRecord>,
-        next: Option<&DeviceRecord>,
-    ) {
-        for (profile, stat, delta) in stats::deltas(previous, next) {
-            *batch.counts.entry((profile, stat)).or_default() += delta;
-        }
     }
 
     /// Devices stored and provisioned, per profile (profiles that never had a device are absent).
@@ -490,14 +478,12 @@ impl Store {
     /// Writes the batch atomically; with `sync_writes` it returns only after the WAL is synced.
     pub fn commit(&self, batch: StoreBatch) -> Result<(), StoreError> {
         let StoreBatch { mut batch, counts } = batch;
-        for ((profile, stat), delta) in counts {
-            if delta != 0 {
-                batch.merge_cf(
-                    self.cf(CF_PROFILE_STATS),
-                    keys::stat_key(&profile, stat),
-                    delta.to_le_bytes(),
-                );
-            }
+        for (profile, stat, delta) in counts.into_changes() {
+            batch.merge_cf(
+                self.cf(CF_PROFILE_STATS),
+                keys::stat_key(&profile, stat),
+                delta.to_le_bytes(),
+            );
         }
         if batch.is_empty() {
             return Ok(());
@@ -518,11 +504,13 @@ impl Store {
         self.health.writable.load(Ordering::Acquire)
     }
 
-    /// Bytes free for an unprivileged writer on the data directory's file system.
-    pub fn free_bytes(&self) -> Option<u64> {
-        rustix::fs::statvfs(&self.path)
-            .ok()
-            .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+    /// The data directory's file system: bytes free for an unprivileged writer, and its size.
+    pub fn disk_space(&self) -> std::io::Result<DiskSpace> {
+        let fs = rustix::fs::statvfs(&self.path)?;
+        Ok(DiskSpace {
+            free_bytes: fs.f_bavail.saturating_mul(fs.f_frsize),
+            size_bytes: fs.f_blocks.saturating_mul(fs.f_frsize),
+        })
     }
 
     /// How long writes have been failing, if they are.
@@ -559,6 +547,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Space on the data directory's file system, in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskSpace {
+    /// Free for an unprivileged writer.
+    pub free_bytes: u64,
+    /// The file system's size.
+    pub size_bytes: u64,
 }
 
 /// Sizes RocksDB reports, in bytes.
@@ -607,23 +604,10 @@ pub(crate) mod tests {
     /// An unprovisioned device with an access token `tok-<name>`.
     pub(crate) fn device(name: &str, profile: &str) -> DeviceRecord {
         DeviceRecord {
-            name: name.into(),
-            profile: profile.into(),
-            device_type: "t".into(),
-            label: None,
-            description: None,
-            gateway: false,
-            server_attributes: vec![],
-            shared_attributes: vec![],
-            telemetry: vec![],
-            provisioned: false,
             credentials: Some(Credentials::AccessToken {
                 token: format!("tok-{name}"),
             }),
-            created_at_ms: 0,
-            provisioned_at_ms: None,
-            provisioned_via: None,
-            import_id: None,
+            ..DeviceRecord::new(name, profile, "t", 0)
         }
     }
 

@@ -132,6 +132,34 @@ pub struct DeviceRecord {
     pub import_id: Option<u64>,
 }
 
+impl DeviceRecord {
+    /// A device just created: no label, attributes or credentials yet, not provisioned.
+    pub fn new(
+        name: impl Into<String>,
+        profile: impl Into<String>,
+        device_type: impl Into<String>,
+        created_at_ms: u64,
+    ) -> DeviceRecord {
+        DeviceRecord {
+            name: name.into(),
+            profile: profile.into(),
+            device_type: device_type.into(),
+            label: None,
+            description: None,
+            gateway: false,
+            server_attributes: Vec::new(),
+            shared_attributes: Vec::new(),
+            telemetry: Vec::new(),
+            provisioned: false,
+            credentials: None,
+            created_at_ms,
+            provisioned_at_ms: None,
+            provisioned_via: None,
+            import_id: None,
+        }
+    }
+}
+
 /// Value of the credentials index: which device owns a credentials id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialsOwner {

@@ -3,7 +3,7 @@
 //! counts are exactly as durable and as atomic as the devices, and reading them is a few point
 //! lookups instead of a scan: `/metrics` can show them for a fleet of millions on every scrape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::MergeOperands;
 
@@ -38,36 +38,44 @@ pub fn decode_i64(bytes: &[u8]) -> i64 {
     bytes.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
-/// Counter changes of one device write: what `previous` counted is taken away, what `next` counts
-/// is added; changes that cancel out are left out.
-pub fn deltas(
-    previous: Option<&DeviceRecord>,
-    next: Option<&DeviceRecord>,
-) -> Vec<(String, Stat, i64)> {
-    fn count<'a>(sums: &mut BTreeMap<(&'a str, u8), i64>, device: &'a DeviceRecord, sign: i64) {
-        *sums.entry((device.profile.as_str(), 0)).or_default() += sign;
-        if device.provisioned {
-            *sums.entry((device.profile.as_str(), 1)).or_default() += sign;
+/// Counter changes summed over the device writes of one batch, per profile. The batch writes
+/// them as one merge operand per profile and counter when it commits, not two per device.
+#[derive(Debug, Default)]
+pub struct CountDeltas(HashMap<String, ProfileCounts>);
+
+impl CountDeltas {
+    /// Adds one device write: what `previous` counted is taken away, what `next` counts is added.
+    pub fn add(&mut self, previous: Option<&DeviceRecord>, next: Option<&DeviceRecord>) {
+        for (device, sign) in [(previous, -1), (next, 1)] {
+            let Some(device) = device else { continue };
+            // A profile's name is copied once per batch, not once per device.
+            if !self.0.contains_key(&device.profile) {
+                self.0
+                    .insert(device.profile.clone(), ProfileCounts::default());
+            }
+            let counts = self.0.get_mut(&device.profile).expect("inserted above");
+            counts.stored += sign;
+            if device.provisioned {
+                counts.provisioned += sign;
+            }
         }
     }
-    let mut sums = BTreeMap::new();
-    if let Some(previous) = previous {
-        count(&mut sums, previous, -1);
+
+    /// The changes that did not cancel out, as (profile, counter, delta), in profile order.
+    pub fn into_changes(self) -> Vec<(String, Stat, i64)> {
+        let mut profiles: Vec<_> = self.0.into_iter().collect();
+        profiles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = Vec::new();
+        for (profile, counts) in profiles {
+            if counts.stored != 0 {
+                changes.push((profile.clone(), Stat::Stored, counts.stored));
+            }
+            if counts.provisioned != 0 {
+                changes.push((profile, Stat::Provisioned, counts.provisioned));
+            }
+        }
+        changes
     }
-    if let Some(next) = next {
-        count(&mut sums, next, 1);
-    }
-    sums.into_iter()
-        .filter(|(_, delta)| *delta != 0)
-        .map(|((profile, stat), delta)| {
-            let stat = if stat == 0 {
-                Stat::Stored
-            } else {
-                Stat::Provisioned
-            };
-            (profile.to_string(), stat, delta)
-        })
-        .collect()
 }
 
 /// Adds one stored counter to a per-profile table.
@@ -84,6 +92,16 @@ pub fn accumulate(table: &mut BTreeMap<String, ProfileCounts>, key: &[u8], value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The changes of one device write alone.
+    fn deltas(
+        previous: Option<&DeviceRecord>,
+        next: Option<&DeviceRecord>,
+    ) -> Vec<(String, Stat, i64)> {
+        let mut counts = CountDeltas::default();
+        counts.add(previous, next);
+        counts.into_changes()
+    }
 
     /// The store tests' device, in `profile`, provisioned or not.
     fn device(profile: &str, provisioned: bool) -> DeviceRecord {

@@ -530,8 +530,8 @@ async fn healthz(st: Arc<HttpState>, _: HttpRequest, _: Payload) -> HttpResponse
         .is_some_and(|spell| spell > RECOVERY_GRACE)
         && !store.check_health()
         && store
-            .free_bytes()
-            .is_some_and(|free| free >= RECOVERY_FREE_BYTES);
+            .disk_space()
+            .is_ok_and(|space| space.free_bytes >= RECOVERY_FREE_BYTES);
     if stuck {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -39,21 +39,10 @@ fn device(
     provisioned: bool,
 ) -> DeviceRecord {
     DeviceRecord {
-        name: name.into(),
-        profile: profile.into(),
-        device_type: profile.into(),
-        label: None,
-        description: None,
-        gateway: false,
-        server_attributes: vec![],
-        shared_attributes: vec![],
-        telemetry: vec![],
         provisioned,
         credentials: creds,
-        created_at_ms: 1,
         provisioned_at_ms: provisioned.then_some(2),
-        provisioned_via: None,
-        import_id: None,
+        ..DeviceRecord::new(name, profile, profile, 1)
     }
 }
 
