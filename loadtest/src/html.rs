@@ -78,55 +78,92 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting failed: {e}")
 }
 
-fn throughput_plot(r: &Report<'_>) -> anyhow::Result<String> {
-    let t = &r.stats.timeline;
-    let ok: Vec<(f64, f64)> = t
+/// One line chart: its axes and its series (a label, a colour and the points; an empty label
+/// draws no legend entry).
+struct LineChart<'a> {
+    caption: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_max: f64,
+    /// The y axis reaches at least this high, so that an empty chart still has a scale.
+    y_floor: f64,
+    /// Labels for the x axis (5 of them), where plain numbers would mislead.
+    x_labels: Option<&'a dyn Fn(&f64) -> String>,
+    series: Vec<Series<'a>>,
+}
+
+/// A line: its legend label, colour and points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn line_chart(c: LineChart<'_>) -> anyhow::Result<String> {
+    let ymax = c
+        .series
         .iter()
-        .enumerate()
-        .map(|(i, s)| (i as f64, s.succeeded as f64))
-        .collect();
-    let errors: Vec<(f64, f64)> = t
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i as f64, s.errors as f64))
-        .collect();
-    let ymax = ok.iter().chain(&errors).map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        .flat_map(|(_, _, points)| points)
+        .map(|p| p.1)
+        .fold(c.y_floor, f64::max)
+        * 1.1;
+    let legend = c.series.iter().any(|(label, _, _)| !label.is_empty());
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Throughput over time", ("sans-serif", 20))
+            .caption(c.caption, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..(t.len().max(1) as f64), 0f64..ymax)
+            .build_cartesian_2d(0f64..c.x_max, 0f64..ymax)
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("second of the run")
-            .y_desc("completed per second")
-            .draw()
-            .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(ok, BLUE.stroke_width(2)))
-            .map_err(err)?
-            .label("succeeded")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        chart
-            .draw_series(LineSeries::new(errors, RED.stroke_width(2)))
-            .map_err(err)?
-            .label("errors")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(c.x_desc).y_desc(c.y_desc);
+        if let Some(format) = c.x_labels {
+            mesh.x_labels(5).x_label_formatter(format);
+        }
+        mesh.draw().map_err(err)?;
+        for (label, color, points) in c.series {
+            let drawn = chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(err)?;
+            if !label.is_empty() {
+                drawn
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+        }
+        if legend {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
+        }
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+fn throughput_plot(r: &Report<'_>) -> anyhow::Result<String> {
+    let t = &r.stats.timeline;
+    let per_second = |count: fn(&crate::stats::Second) -> u64| -> Vec<(f64, f64)> {
+        t.iter()
+            .enumerate()
+            .map(|(i, s)| (i as f64, count(s) as f64))
+            .collect()
+    };
+    line_chart(LineChart {
+        caption: "Throughput over time",
+        x_desc: "second of the run",
+        y_desc: "completed per second",
+        x_max: t.len().max(1) as f64,
+        y_floor: 1.0,
+        x_labels: None,
+        series: vec![
+            ("succeeded", BLUE, per_second(|s| s.succeeded)),
+            ("errors", RED, per_second(|s| s.errors)),
+        ],
+    })
 }
 
 fn latency_over_time_plot(r: &Report<'_>) -> anyhow::Result<String> {
@@ -138,49 +175,24 @@ fn latency_over_time_plot(r: &Report<'_>) -> anyhow::Result<String> {
             .map(|(i, s)| (i as f64, s.latency.value_at_quantile(q) as f64 / 1000.0))
             .collect()
     };
-    let lines = [(0.5, "p50", GREEN), (0.9, "p90", BLUE), (0.99, "p99", RED)];
-    let all: Vec<Vec<(f64, f64)>> = lines.iter().map(|(q, _, _)| series(*q)).collect();
-    let ymax = all.iter().flatten().map(|p| p.1).fold(0.001, f64::max) * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Latency percentiles over time", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..(t.len().max(1) as f64), 0f64..ymax)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("second of the run")
-            .y_desc("latency (ms)")
-            .draw()
-            .map_err(err)?;
-        for ((_, label, color), points) in lines.iter().zip(all) {
-            let color = *color;
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(err)?
-                .label(*label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+    line_chart(LineChart {
+        caption: "Latency percentiles over time",
+        x_desc: "second of the run",
+        y_desc: "latency (ms)",
+        x_max: t.len().max(1) as f64,
+        y_floor: 0.001,
+        x_labels: None,
+        series: vec![
+            ("p50", GREEN, series(0.5)),
+            ("p90", BLUE, series(0.9)),
+            ("p99", RED, series(0.99)),
+        ],
+    })
 }
 
 /// Latency by percentile on a "nines" axis (90%, 99%, 99.9%, ...), as HdrHistogram plots it.
 fn distribution_plot(r: &Report<'_>) -> anyhow::Result<String> {
     let h = &r.stats.latency;
-    let max_nines = 4.0;
     let points: Vec<(f64, f64)> = (0..=400)
         .map(|k| {
             let nines = f64::from(k) / 100.0;
@@ -188,36 +200,22 @@ fn distribution_plot(r: &Report<'_>) -> anyhow::Result<String> {
             (nines, h.value_at_quantile(q) as f64 / 1000.0)
         })
         .collect();
-    let ymax = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Latency distribution", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..max_nines, 0f64..ymax)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency (ms)")
-            .x_labels(5)
-            .x_label_formatter(&|n| match n.round() as i32 {
-                0 => "0%".into(),
-                1 => "90%".into(),
-                2 => "99%".into(),
-                3 => "99.9%".into(),
-                _ => "99.99%".into(),
-            })
-            .draw()
-            .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+    let nines_label = |n: &f64| -> String {
+        match n.round() as i32 {
+            0 => "0%".into(),
+            1 => "90%".into(),
+            2 => "99%".into(),
+            3 => "99.9%".into(),
+            _ => "99.99%".into(),
+        }
+    };
+    line_chart(LineChart {
+        caption: "Latency distribution",
+        x_desc: "percentile",
+        y_desc: "latency (ms)",
+        x_max: 4.0,
+        y_floor: 0.001,
+        x_labels: Some(&nines_label),
+        series: vec![("", BLUE, points)],
+    })
 }
