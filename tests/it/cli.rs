@@ -220,22 +220,8 @@ fn generated_admin_token_is_private_printed_once_and_never_logged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let start = || {
-        Command::new(binary())
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--coap-port",
-                "0",
-                "--log-format",
-                "json",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
+        super::serve_command(&data)
+            .args(["--log-format", "json"])
             .env_remove("PROVISIOND_ADMIN_TOKEN")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
@@ -18,7 +18,7 @@ use provisiond::transport::wire::CredentialFields;
 use serde_json::{Value, json};
 
 use super::mqtt::{Client, Connect, Version};
-use super::{ADMIN_TOKEN, admin_call, agent, binary};
+use super::{ADMIN_TOKEN, admin_call, agent};
 
 const SECRET: &str = "profile-secret-Zq81";
 const TOKEN: &str = "requested-token-Hw27";
@@ -127,20 +127,7 @@ impl LoggedServer {
     // The child is waited for in `stop`.
     #[allow(clippy::zombie_processes)]
     fn start(dir: &Path) -> LoggedServer {
-        let mut child = Command::new(binary())
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--mqtt-port",
-                "0",
-            ])
-            .args(["--coap-port", "0", "--shards", "4"])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("PROVISIOND_ADMIN_TOKEN", ADMIN_TOKEN)
+        let mut child = super::serve_command(&dir.join("data"))
             .env("RUST_LOG", "trace")
             .stdout(File::create(dir.join("stdout.log")).unwrap())
             .stderr(File::create(dir.join("stderr.log")).unwrap())

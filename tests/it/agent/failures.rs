@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
-use super::{agent, closed_port, failed_with, key_secret, start, succeeded};
+use super::{agent, agent_to, closed_port, failed_with, key_secret, start, succeeded};
 use crate::TestServer;
 
 #[test]
@@ -89,20 +89,13 @@ fn refusals_are_told_apart() {
 #[test]
 fn an_unreachable_server_is_retried_then_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port().to_string();
+    let port = closed_port();
     for transport in super::TRANSPORTS {
-        let output = agent(
+        let output = agent_to(
             dir.path(),
-            &[
-                "--transport",
-                transport,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--retries",
-                "2",
-            ],
+            transport,
+            port,
+            &["--retries", "2"],
             &key_secret("k", "s"),
         )
         .output()

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use super::{
-    TRANSPORTS, agent, closed_port, failed_with, key_secret, start, stored_text, succeeded, texts,
+    TRANSPORTS, agent, agent_to, closed_port, failed_with, key_secret, start, stored_text,
+    succeeded, texts,
 };
 use crate::{TestServer, binary, test_config};
 use provisiond::server;
@@ -98,27 +99,13 @@ fn a_server_that_comes_up_while_the_agent_retries_provisions_it() {
 
     let port = closed_port();
     let dir = tempfile::tempdir().unwrap();
-    let port_text = port.to_string();
     let mut vars = key_secret("late-key", "late-secret");
     vars.push(("TB_GW_PROVISIONING_DEVICE_NAME", "late-device"));
-    let mut child = agent(
-        dir.path(),
-        &[
-            "--transport",
-            "http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_text,
-            "--retries",
-            "1000",
-        ],
-        &vars,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = agent_to(dir.path(), "http", port, &["--retries", "1000"], &vars)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = errors.next().expect("a retry line").unwrap();
     assert!(

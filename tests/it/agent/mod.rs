@@ -52,25 +52,33 @@ pub fn agent(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
     command
 }
 
+/// `provisiond agent` for 127.0.0.1:`port` over `transport`, then `extra` arguments.
+pub fn agent_to(
+    dir: &Path,
+    transport: &str,
+    port: u16,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Command {
+    let port = port.to_string();
+    let mut args = vec![
+        "--transport",
+        transport,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    agent(dir, &args, vars)
+}
+
 /// Runs the agent against `server` over `transport`.
 pub fn start(server: &TestServer, transport: &str, dir: &Path, vars: &[(&str, &str)]) -> Output {
-    let port = port_for(server, transport).to_string();
-    agent(
-        dir,
-        &[
-            "--transport",
-            transport,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--retries",
-            "2",
-        ],
-        vars,
-    )
-    .output()
-    .expect("agent runs")
+    let port = port_for(server, transport);
+    agent_to(dir, transport, port, &["--retries", "2"], vars)
+        .output()
+        .expect("agent runs")
 }
 
 /// Standard output and error, for messages.

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use serde_json::Value;
 
 use super::{
-    TRANSPORTS, agent, closed_port, key_secret, provisioned_name, start, stored, stored_text,
+    TRANSPORTS, agent_to, closed_port, key_secret, provisioned_name, start, stored, stored_text,
     succeeded,
 };
 use crate::TestServer;
@@ -171,22 +171,9 @@ fn every_variable_combination_provisions_over_every_transport() {
 
             // A second start uses the file and contacts nobody: the port is closed and one
             // attempt is all it may make.
-            let port = closed_port().to_string();
-            let again = agent(
-                dir.path(),
-                &[
-                    "--transport",
-                    transport,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port,
-                    "--once",
-                ],
-                &vars,
-            )
-            .output()
-            .unwrap();
+            let again = agent_to(dir.path(), transport, closed_port(), &["--once"], &vars)
+                .output()
+                .unwrap();
             let out = succeeded(&again);
             assert!(out.contains("using stored credentials"), "{context}: {out}");
             assert!(out.contains(kind), "{context}: {out}");
