@@ -141,6 +141,12 @@ pub struct RunArgs {
     /// Stop starting requests after this many seconds.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     pub duration: Duration,
+    /// Seconds at the start whose requests are left out of the latency percentiles: they are
+    /// still sent, counted, verified and plotted in the timeline. The start (connections being
+    /// opened, cold caches, a queue building while the client itself starts) is not the steady
+    /// state a percentile should describe. Must be shorter than --duration.
+    #[arg(long, default_value = "0", value_parser = parse_warmup)]
+    pub warmup: Duration,
     /// Per-request timeout in seconds.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub timeout: Duration,
@@ -334,6 +340,13 @@ fn parse_rate(text: &str) -> anyhow::Result<f64> {
         bail!("the rate must be above 0 and at most 10,000,000 requests per second");
     }
     Ok(rate)
+}
+
+fn parse_warmup(s: &str) -> anyhow::Result<Duration> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(s)
 }
 
 fn parse_seconds(text: &str) -> anyhow::Result<Duration> {

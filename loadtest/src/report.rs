@@ -111,6 +111,7 @@ pub fn json(r: &Report<'_>) -> Value {
             "ramp_s": a.ramp.map(|d| d.as_secs_f64()),
             "devices": a.devices,
             "duration_s": a.duration.as_secs_f64(),
+            "warmup_s": a.warmup.as_secs_f64(),
             "timeout_s": a.timeout.as_secs_f64(),
             "scenario": format!("{:?}", a.scenario).to_lowercase(),
             "replay": a.replay,
@@ -125,6 +126,7 @@ pub fn json(r: &Report<'_>) -> Value {
         "latency_ms": {
             "p50": r.ms(0.5), "p90": r.ms(0.9), "p99": r.ms(0.99), "p999": r.ms(0.999),
             "max": s.latency.max() as f64 / 1000.0, "mean": s.latency.mean() / 1000.0,
+            "measured": s.latency.len(), "warmup_excluded": s.warmup_requests,
         },
         "errors": s.errors,
         "connect_failures": s.connect_failures,
@@ -172,6 +174,13 @@ pub fn print_summary(r: &Report<'_>) {
         r.ms(0.999),
         s.latency.max() as f64 / 1000.0
     );
+    if s.warmup_requests > 0 {
+        println!(
+            "                (the {} requests started in the first {} s of warm-up are left out)",
+            s.warmup_requests,
+            r.args.warmup.as_secs_f64()
+        );
+    }
     for (t, (n, ok)) in &s.by_transport {
         println!("  {t:<13} {n} requests, {ok} succeeded");
     }

@@ -47,6 +47,13 @@ struct Told {
 /// Runs the whole thing; returns the process exit code (1 if verification found problems or
 /// nothing succeeded).
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    if args.warmup >= args.duration {
+        bail!(
+            "--warmup ({} s) must be shorter than --duration ({} s)",
+            args.warmup.as_secs_f64(),
+            args.duration.as_secs_f64()
+        );
+    }
     let needs_tls = args.transport.iter().any(Transport::is_tls);
     let embedded = if args.embedded {
         let bin = find_provisiond(args.server_bin.as_deref())?;
@@ -488,7 +495,8 @@ fn record(
     if replay && error.is_some() {
         stats.replays += 1;
     }
-    stats.record(done - shared.start, done - started, name, error);
+    let warmup = started.saturating_duration_since(shared.start) < shared.args.warmup;
+    stats.record(done - shared.start, done - started, warmup, name, error);
 }
 
 /// Prints a progress line every second (rewritten in place on a terminal).

@@ -23,8 +23,10 @@ pub struct Second {
 /// Everything measured, behind one lock held for a few hundred nanoseconds per request.
 #[derive(Debug)]
 pub struct Stats {
-    /// Latency of every completed request (3 significant digits).
+    /// Latency of every completed request but the warm-up's (3 significant digits).
     pub latency: Histogram<u64>,
+    /// Requests started during the warm-up (`--warmup`): counted, but not in `latency`.
+    pub warmup_requests: u64,
     /// Per second since the start.
     pub timeline: Vec<Second>,
     /// Requests completed with SUCCESS.
@@ -48,6 +50,7 @@ impl Default for Stats {
     fn default() -> Stats {
         Stats {
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            warmup_requests: 0,
             timeline: Vec::new(),
             succeeded: 0,
             errors: BTreeMap::new(),
@@ -62,16 +65,21 @@ impl Default for Stats {
 
 impl Stats {
     /// Records one completed request: when it completed (since the start), how long it took,
-    /// and its error (None: SUCCESS).
+    /// whether it started during the warm-up, and its error (None: SUCCESS).
     pub fn record(
         &mut self,
         at: Duration,
         latency: Duration,
+        warmup: bool,
         transport: &'static str,
         error: Option<(String, bool)>,
     ) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
-        self.latency.saturating_record(us);
+        if warmup {
+            self.warmup_requests += 1;
+        } else {
+            self.latency.saturating_record(us);
+        }
         let second = at.as_secs() as usize;
         while self.timeline.len() <= second {
             self.timeline.push(Second {
@@ -100,9 +108,9 @@ impl Stats {
         }
     }
 
-    /// Requests completed.
+    /// Requests completed, warm-up included.
     pub fn completed(&self) -> u64 {
-        self.latency.len()
+        self.latency.len() + self.warmup_requests
     }
 
     /// Requests completed otherwise than with SUCCESS.

@@ -159,7 +159,16 @@ fn the_json_report_has_every_field() {
     ] {
         assert!(report.get(key).is_some(), "missing {key}: {report:#}");
     }
-    for key in ["p50", "p90", "p99", "p999", "max", "mean"] {
+    for key in [
+        "p50",
+        "p90",
+        "p99",
+        "p999",
+        "max",
+        "mean",
+        "measured",
+        "warmup_excluded",
+    ] {
         assert!(
             report["latency_ms"][key].as_f64().is_some(),
             "latency {key}"
@@ -192,6 +201,37 @@ fn the_baseline_server_answers_every_transport() {
 }
 
 #[test]
+fn a_warmup_leaves_its_requests_out_of_the_percentiles_only() {
+    let report = embedded_run(&[
+        "--embedded",
+        "--devices",
+        "100000",
+        "--rate",
+        "300",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    let requests = report["requests"].as_u64().unwrap();
+    let measured = report["latency_ms"]["measured"].as_u64().unwrap();
+    let excluded = report["latency_ms"]["warmup_excluded"].as_u64().unwrap();
+    // About 300 requests start in each of the two seconds.
+    assert!(excluded > 200 && measured > 200, "{report:#}");
+    assert_eq!(measured + excluded, requests);
+    assert_eq!(report["config"]["warmup_s"], 1.0);
+    // Every request is still verified and plotted.
+    assert_all_verified(&report, requests);
+    let plotted: u64 = report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(plotted, requests);
+}
+
+#[test]
 fn bad_flags_are_refused_with_one_clear_line() {
     for (args, says) in [
         (vec!["run", "--replay", "1.5"], "replay share"),
@@ -203,6 +243,10 @@ fn bad_flags_are_refused_with_one_clear_line() {
         (vec!["run", "--rate", "0"], "rate must be above 0"),
         (vec!["run", "--ramp", "5"], "--rate"),
         (vec!["run", "--devices", "0"], "devices"),
+        (
+            vec!["run", "--warmup", "5", "--duration", "5"],
+            "--warmup (5 s) must be shorter than --duration (5 s)",
+        ),
         (
             vec![
                 "run",
