@@ -172,7 +172,7 @@ pub struct CoapConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Shard threads (0 = cores).
+    /// Shard threads (0 = half the cores, at least one).
     pub shards: u16,
     /// Mailbox capacity per shard.
     pub mailbox_capacity: usize,
@@ -517,10 +517,12 @@ impl Config {
         }
     }
 
-    /// Shard count with 0 resolved to the core count.
+    /// Shard count with 0 resolved to half the cores, at least one: a shard's part of a request
+    /// is about a third of the server's CPU, the transports' workers take the rest, and on two
+    /// cores one shard served 2-15% more HTTP provisions/s than two (BENCHMARKS.md).
     pub fn shard_count(&self) -> u16 {
         match self.engine.shards {
-            0 => cores() as u16,
+            0 => cores().div_ceil(2) as u16,
             n => n,
         }
     }

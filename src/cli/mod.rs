@@ -42,7 +42,7 @@ pub struct Settings {
     /// CoAP (UDP) port (0 = any free port).
     #[arg(long, env = "PROVISIOND_COAP_PORT")]
     pub coap_port: Option<u16>,
-    /// Shard threads (0 = one per core).
+    /// Shard threads (0 = half the cores, at least one).
     #[arg(long, env = "PROVISIOND_SHARDS")]
     pub shards: Option<u16>,
     /// Log format: human or json.
