@@ -125,13 +125,9 @@ impl Engine {
     pub async fn provision(&self, request: Request) -> Result<Credentials, ProvisionError> {
         let name = resolve_name(request.device_name.as_deref(), generate_alphanumeric)?;
         // Rule 2 before any hop: a wrong key or secret costs a map lookup, not a shard round trip.
-        authenticate(
-            &request,
-            self.inner
-                .profiles
-                .by_key(&request.provision_key)
-                .as_deref(),
-        )?;
+        let profile = self.inner.profiles.by_key(&request.provision_key);
+        authenticate(&request, profile.as_deref())?;
+        let authenticated = profile.ok_or(ProvisionError::UnknownKey)?;
         let router = self.inner.router;
         let owner = router.shard_for(name.as_str());
         let mut reservation = None;
@@ -153,6 +149,7 @@ impl Engine {
             request,
             name,
             claim,
+            authenticated,
             reservation,
             reply,
         })

@@ -17,7 +17,7 @@ use crate::engine::provision::{
 };
 use crate::engine::route::{Router, ShardId};
 use crate::metrics as m;
-use crate::store::record::{Credentials, DeviceRecord};
+use crate::store::record::{Credentials, DeviceRecord, ProfileRecord};
 use crate::store::{Store, StoreBatch, StoreError};
 
 /// Reply to a provisioning request.
@@ -30,6 +30,8 @@ pub(crate) enum ShardMsg {
         request: Box<Request>,
         name: DeviceName,
         claim: ClaimInput,
+        /// The profile version the key and secret were checked against before the hop.
+        authenticated: Arc<ProfileRecord>,
         /// Held until the batch is committed, then dropped, which releases the remote claim.
         reservation: Option<Reservation>,
         reply: ProvisionReply,
@@ -257,6 +259,7 @@ impl Shard {
                     request,
                     name,
                     claim,
+                    authenticated,
                     reservation,
                     reply,
                 } => {
@@ -266,7 +269,14 @@ impl Shard {
                     if reply.is_closed() {
                         continue;
                     }
-                    let result = self.provision(&request, &name, claim, &mut overlay, &mut writes);
+                    let result = self.provision(
+                        &request,
+                        &name,
+                        claim,
+                        &authenticated,
+                        &mut overlay,
+                        &mut writes,
+                    );
                     pending.push(Pending::Provision(reply, result));
                     held_reservations.extend(reservation);
                 }
@@ -334,13 +344,18 @@ impl Shard {
         request: &Request,
         name: &DeviceName,
         claim: ClaimInput,
+        authenticated: &Arc<ProfileRecord>,
         overlay: &mut Overlay,
         writes: &mut StoreBatch,
     ) -> Result<Credentials, ProvisionError> {
         // The profile is read at decision time, so a deleted or changed profile is never used
-        // once its change has been acknowledged.
+        // once its change has been acknowledged. A change replaces the cached record, so the
+        // very record checked before the hop needs no second secret comparison.
         let profile = self.profiles.by_key(&request.provision_key);
-        authenticate(request, profile.as_deref())?;
+        match &profile {
+            Some(current) if Arc::ptr_eq(current, authenticated) => {}
+            _ => authenticate(request, profile.as_deref())?,
+        }
         let existing = self
             .read_device(name.as_str(), overlay)
             .map_err(storage_failure)?;
