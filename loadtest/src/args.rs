@@ -342,19 +342,31 @@ fn parse_rate(text: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn parse_warmup(s: &str) -> anyhow::Result<Duration> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_seconds(s)
+fn parse_warmup(text: &str) -> anyhow::Result<Duration> {
+    seconds(text, true)
 }
 
 fn parse_seconds(text: &str) -> anyhow::Result<Duration> {
+    seconds(text, false)
+}
+
+/// A number of seconds up to a day; 0 only where it means "none".
+fn seconds(text: &str, zero_allowed: bool) -> anyhow::Result<Duration> {
     let secs: f64 = text
         .parse()
         .with_context(|| format!("{text:?} is not a number of seconds"))?;
-    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-        bail!("seconds must be above 0 and at most 86400");
+    let low_ok = if zero_allowed {
+        secs >= 0.0
+    } else {
+        secs > 0.0
+    };
+    if !(secs.is_finite() && low_ok && secs <= 86_400.0) {
+        let low = if zero_allowed {
+            "at least 0"
+        } else {
+            "above 0"
+        };
+        bail!("seconds must be {low} and at most 86400");
     }
     Ok(Duration::from_secs_f64(secs))
 }
