@@ -17,8 +17,21 @@ mosquitto -c "$work/mosquitto.conf" & mpid=$!
 trap 'kill $mpid 2>/dev/null; rm -rf "$work"' EXIT
 sleep 1
 echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosquitto -h | head -1)"
+# Every flow is a new TCP connection, and each leaves a TIME_WAIT socket for 60 s. A run of
+# 30,000 fills the ephemeral port range, and the next run's connect() then has to search it for
+# a reusable port: that costs the *second* run's client, which would always be provisiond's.
+# So each run starts only once the previous connections have drained (at most 75 s).
+settle() {
+  local waited=0
+  while [ "$(ss -Htan state time-wait | wc -l)" -gt 500 ] && [ $waited -lt 75 ]; do
+    sleep 1; waited=$((waited + 1))
+  done
+  echo "$1: started with $(ss -Htan state time-wait | wc -l) TIME_WAIT sockets after waiting ${waited} s"
+}
+settle mosquitto
 "$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \
   --transport mqtt --mqtt-flow connect --devices "$devices" --concurrency "$conc" --json "$work/mosq.json" > "$work/mosq.txt"
+settle provisiond
 "$lt" run --quiet --embedded --transport mqtt --devices "$devices" --concurrency "$conc" --json "$work/prov.json" > "$work/prov.txt"
 mosq=$(python3 -c "import json;print(json.load(open('$work/mosq.json'))['throughput_per_s'])")
 prov=$(python3 -c "import json;print(json.load(open('$work/prov.json'))['throughput_per_s'])")
