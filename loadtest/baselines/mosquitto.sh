@@ -22,6 +22,7 @@ echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosqui
 # a reusable port: that costs the *second* run's client, which would always be provisiond's.
 # So each run starts only once the previous connections have drained (at most 75 s).
 settle() {
+  command -v ss >/dev/null || { echo "$1: ss (iproute2) not found; not waiting for TIME_WAIT sockets"; return; }
   local waited=0
   while [ "$(ss -Htan state time-wait | wc -l)" -gt 500 ] && [ $waited -lt 75 ]; do
     sleep 1; waited=$((waited + 1))
