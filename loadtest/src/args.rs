@@ -355,17 +355,12 @@ fn seconds(text: &str, zero_allowed: bool) -> anyhow::Result<Duration> {
     let secs: f64 = text
         .parse()
         .with_context(|| format!("{text:?} is not a number of seconds"))?;
-    let low_ok = if zero_allowed {
-        secs >= 0.0
+    let (low_ok, low) = if zero_allowed {
+        (secs >= 0.0, "at least 0")
     } else {
-        secs > 0.0
+        (secs > 0.0, "above 0")
     };
     if !(secs.is_finite() && low_ok && secs <= 86_400.0) {
-        let low = if zero_allowed {
-            "at least 0"
-        } else {
-            "above 0"
-        };
         bail!("seconds must be {low} and at most 86400");
     }
     Ok(Duration::from_secs_f64(secs))
