@@ -187,6 +187,33 @@ fn a_graceful_stop_closes_idle_sessions_at_once() {
     assert!(took < Duration::from_secs(60), "the stop took {took:?}");
 }
 
+#[test]
+fn a_graceful_stop_closes_the_sessions_of_a_worker_at_its_limit() {
+    // A worker holding its limit of connections is "unavailable" to ntex-server. Its sessions
+    // must be closed and the stop must not wait for its timeout. (This passes without the second
+    // fix in vendor/ntex-server/PATCHED.md too: the runtime's end closes those sessions. The
+    // fix matters only for a request still in flight at that worker 350 ms into the stop.)
+    let f = Fixture::start_with(|c| {
+        c.mqtt.workers = 1;
+        c.mqtt.max_connections_per_worker = 2;
+        c.shutdown_timeout_ms = 120_000;
+    });
+    let mut sessions: Vec<Client> = VERSIONS
+        .iter()
+        .map(|v| Client::provisioning(f.addr(), *v))
+        .collect();
+    let reply = text(sessions[1].request(1, 1, &f.request("at-the-limit", json!({}))));
+    assert!(reply.contains("SUCCESS"));
+    let stop_began = Instant::now();
+    let stopping = f.server.stop_in_background();
+    for mut session in sessions {
+        assert_eq!(session.until_closed(), []);
+    }
+    stopping.join().expect("the server stops");
+    let took = stop_began.elapsed();
+    assert!(took < Duration::from_secs(60), "the stop took {took:?}");
+}
+
 /// Whether the server has already closed this socket (a read would return end of stream now).
 fn is_closed_now(socket: &mut TcpStream) -> bool {
     socket.set_nonblocking(true).expect("non-blocking");
