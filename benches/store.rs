@@ -132,7 +132,7 @@ fn bench_engine(c: &mut Criterion) {
                         let mut set = tokio::task::JoinSet::new();
                         for r in requests {
                             let e = engine.clone();
-                            set.spawn(async move { e.provision(r).await.is_ok() });
+                            set.spawn(async move { e.provision(r).await.result.is_ok() });
                         }
                         while let Some(ok) = set.join_next().await {
                             assert!(ok.unwrap());

@@ -48,6 +48,15 @@ pub struct EngineOptions {
     pub throttle: ThrottleOptions,
 }
 
+/// What [`Engine::provision`] returns.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The profile the request's provision key named, whatever the outcome (`None`: no such key).
+    pub profile: Option<Arc<ProfileRecord>>,
+    /// The credentials, durable, or why there are none.
+    pub result: Result<Credentials, ProvisionError>,
+}
+
 /// Handle to the running engine; cheap to clone and `Send`, one per transport worker.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -121,11 +130,22 @@ impl Engine {
         })
     }
 
-    /// Provisions a device (SPEC §4). Returns only after any write it made is durable.
-    pub async fn provision(&self, request: Request) -> Result<Credentials, ProvisionError> {
+    /// Provisions a device (SPEC §4). Returns only after any write it made is durable, with the
+    /// profile the request's key names, so that a caller labelling metrics by profile needs no
+    /// second lookup.
+    pub async fn provision(&self, request: Request) -> Provisioned {
+        let profile = self.inner.profiles.by_key(&request.provision_key);
+        let result = self.provision_as(request, profile.clone()).await;
+        Provisioned { profile, result }
+    }
+
+    async fn provision_as(
+        &self,
+        request: Request,
+        profile: Option<Arc<ProfileRecord>>,
+    ) -> Result<Credentials, ProvisionError> {
         let name = resolve_name(request.device_name.as_deref(), generate_alphanumeric)?;
         // Rule 2 before any hop: a wrong key or secret costs a map lookup, not a shard round trip.
-        let profile = self.inner.profiles.by_key(&request.provision_key);
         authenticate(&request, profile.as_deref())?;
         let authenticated = profile.ok_or(ProvisionError::UnknownKey)?;
         let router = self.inner.router;

@@ -11,9 +11,9 @@ pub mod wire;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::engine::Engine;
 use crate::engine::provision::{ProvisionError, Request, Status};
 use crate::engine::throttle::Failure;
+use crate::engine::{Engine, Provisioned};
 use crate::metrics as m;
 use crate::store::record::Credentials;
 
@@ -41,11 +41,8 @@ pub async fn provision(
     let key = throttle.enabled().then(|| request.provision_key.clone());
     // Per-profile counts need the profile's name; an unknown key has none and is counted only
     // under reason="unknown_key".
-    let profile = engine
-        .profiles()
-        .by_key(&request.provision_key)
-        .map(|profile| profile.name.clone());
-    let result = engine.provision(request).await;
+    let Provisioned { profile, result } = engine.provision(request).await;
+    let profile = profile.map(|profile| profile.name.clone());
     let took = started.elapsed();
     let failure = match &result {
         Err(ProvisionError::UnknownKey | ProvisionError::ProfileDisabled) => Some(Failure::Key),
