@@ -237,14 +237,8 @@ impl<F: ServerConfiguration> HandleCmdState<F> {
                 // status is read before the flag announcing the change is consumed). Listed
                 // twice, it took a double share of the connections and got two stop commands,
                 // the second never answered, so a graceful stop waited its whole timeout.
-                match self.workers.binary_search(&worker) {
-                    Ok(idx) => self.workers[idx] = worker,
-                    Err(idx) => {
-                        self.workers.insert(idx, worker);
-                        if self.workers.len() == 1 {
-                            self.mgr.resume();
-                        }
-                    }
+                if remember(&mut self.workers, &worker) && self.workers.len() == 1 {
+                    self.mgr.resume();
                 }
             }
             Update::Unavailable(worker) => {
@@ -286,11 +280,7 @@ impl<F: ServerConfiguration> HandleCmdState<F> {
 
         // stop workers (provisiond patch: every started worker, not only the available ones; a
         // worker busy at its connection limit is unavailable but holds connections to close)
-        let workers = if self.started.is_empty() {
-            &self.workers
-        } else {
-            &self.started
-        };
+        let workers = &self.started;
         if !workers.is_empty() {
             let to = self.mgr.0.cfg.shutdown_timeout;
             if graceful && !to.is_zero() {
@@ -335,12 +325,18 @@ impl<F: ServerConfiguration> HandleCmdState<F> {
     }
 }
 
-/// provisiond patch: records `worker` once, the newest handle replacing an older one (a
-/// restarted worker keeps its name but has new channels).
-fn remember<T>(workers: &mut Vec<Worker<T>>, worker: &Worker<T>) {
+/// provisiond patch: records `worker` once, in name order, the newest handle replacing an older
+/// one (a restarted worker keeps its name but has new channels). True if it was not listed.
+fn remember<T>(workers: &mut Vec<Worker<T>>, worker: &Worker<T>) -> bool {
     match workers.binary_search(worker) {
-        Ok(idx) => workers[idx] = worker.clone(),
-        Err(idx) => workers.insert(idx, worker.clone()),
+        Ok(idx) => {
+            workers[idx] = worker.clone();
+            false
+        }
+        Err(idx) => {
+            workers.insert(idx, worker.clone());
+            true
+        }
     }
 }
 
