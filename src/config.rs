@@ -190,6 +190,22 @@ pub struct StoreConfig {
     pub sync_writes: bool,
     /// Block cache size.
     pub block_cache_bytes: usize,
+    /// All memtables together.
+    pub memtable_bytes: usize,
+    /// The live write-ahead log (bounds crash recovery).
+    pub max_wal_bytes: u64,
+}
+
+impl StoreConfig {
+    /// The store's options.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            sync_writes: self.sync_writes,
+            block_cache_bytes: self.block_cache_bytes,
+            memtable_bytes: self.memtable_bytes,
+            max_wal_bytes: self.max_wal_bytes,
+        }
+    }
 }
 
 /// `[throttle]`: brute-force protection of provision keys and secrets.
@@ -473,6 +489,12 @@ impl Config {
         at_least("coap.max_request_bytes", self.coap.max_request_bytes, 256)?;
         at_least("engine.mailbox_capacity", self.engine.mailbox_capacity, 1)?;
         at_least("engine.max_batch", self.engine.max_batch, 1)?;
+        at_least("store.memtable_bytes", self.store.memtable_bytes, 1 << 20)?;
+        at_least(
+            "store.max_wal_bytes",
+            self.store.max_wal_bytes as usize,
+            1 << 20,
+        )?;
         let t = &self.throttle;
         at_least("throttle.per_source_burst", t.per_source_burst as usize, 1)?;
         at_least(

@@ -89,11 +89,33 @@ pub fn install() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed in this process")
         })
         .clone();
+    UPKEEP.get_or_init(|| start_upkeep(handle.clone()));
     DESCRIBED.get_or_init(describe);
     handle
 }
 
 static DESCRIBED: OnceLock<()> = OnceLock::new();
+static UPKEEP: OnceLock<()> = OnceLock::new();
+
+/// How often the exporter's histograms are drained into their buckets when nobody scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample (about 8 bytes, one per request) until a scrape or
+/// an upkeep drains it into buckets, so a server that nobody scrapes grew without bound. This
+/// thread drains them, as `PrometheusBuilder::install` would on a tokio runtime of its own.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; histograms drain only when scraped");
+    }
+}
 
 /// Registers help texts and units, and starts the counters that alerts take a `rate()` of at 0,
 /// so that they exist in the first scrape instead of appearing with their first event.
@@ -312,4 +334,31 @@ pub fn provision_throttled(transport: &'static str, bucket: &'static str) {
 /// Counts a failed attempt from a source the full throttle table could not track.
 pub fn throttle_untracked() {
     counter!(THROTTLE_UNTRACKED_TOTAL).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installing_the_recorder_starts_one_upkeep_thread() {
+        install();
+        install();
+        let upkeep_threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.trim() == "metrics-upkeep")
+                })
+                .count()
+        };
+        // A new thread names itself once it runs, so its name may show a moment after spawn.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while upkeep_threads() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(upkeep_threads(), 1);
+    }
 }

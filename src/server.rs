@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::engine::credentials::generate_alphanumeric;
 use crate::engine::provision::Secret;
 use crate::engine::{Engine, EngineOptions};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError};
 use crate::transport::coap::{self, CoapOptions, CoapServer};
 use crate::transport::http::{self, HttpListenerOptions, HttpState};
 use crate::transport::mqtt::{self, MqttListenerOptions, MqttListeners};
@@ -117,13 +117,7 @@ impl RunningServer {
 /// Opens everything and starts serving on a thread of its own. With `handle_signals`, SIGTERM and
 /// SIGINT stop the server gracefully.
 pub fn start(config: &Config, handle_signals: bool) -> Result<RunningServer, ServerError> {
-    let store = Arc::new(Store::open(
-        &config.data_dir,
-        &StoreOptions {
-            sync_writes: config.store.sync_writes,
-            block_cache_bytes: config.store.block_cache_bytes,
-        },
-    )?);
+    let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
     let admin_token = admin_token(config)?;
     let http_listener = bind(config, config.http.port, "http")?;
     let http_addr = local_addr(&http_listener)?;

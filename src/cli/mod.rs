@@ -16,7 +16,7 @@ use provisiond::config::{Config, LogFormat, Overrides};
 use provisiond::engine::throttle::ThrottleOptions;
 use provisiond::engine::{Engine, EngineOptions};
 use provisiond::server;
-use provisiond::store::{Store, StoreOptions};
+use provisiond::store::Store;
 
 /// Settings shared by every command that reads the configuration.
 #[derive(Args, Clone)]
@@ -116,14 +116,8 @@ pub fn load(settings: &Settings) -> anyhow::Result<Config> {
 pub fn local_engine(settings: &Settings) -> anyhow::Result<Engine> {
     let config = load(settings)?;
     let store = Arc::new(
-        Store::open(
-            &config.data_dir,
-            &StoreOptions {
-                sync_writes: config.store.sync_writes,
-                block_cache_bytes: config.store.block_cache_bytes,
-            },
-        )
-        .context("opening the data directory (use --server URL to act on a running server)")?,
+        Store::open(&config.data_dir, &config.store.options())
+            .context("opening the data directory (use --server URL to act on a running server)")?,
     );
     Ok(Engine::spawn(
         store,

@@ -58,6 +58,11 @@ pub struct StoreOptions {
     pub sync_writes: bool,
     /// Size of the shared block cache.
     pub block_cache_bytes: usize,
+    /// Memory of all memtables together; above it RocksDB flushes the largest.
+    pub memtable_bytes: usize,
+    /// Size of the live write-ahead log; above it RocksDB flushes the column families that hold
+    /// its oldest file, which bounds the WAL replayed after a crash.
+    pub max_wal_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +70,8 @@ impl Default for StoreOptions {
         StoreOptions {
             sync_writes: true,
             block_cache_bytes: 64 << 20,
+            memtable_bytes: 256 << 20,
+            max_wal_bytes: 512 << 20,
         }
     }
 }
@@ -156,6 +163,12 @@ impl Store {
         // are the few shard threads, whose batches RocksDB's write group inserts in turn.
         db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.set_bytes_per_sync(1 << 20);
+        // Explicit bounds: by default five column families of 2 x 64 MiB memtables let a long
+        // rollout's server pass 750 MiB, and the WAL grow to 4 x 640 MiB (11 s of replay after a
+        // SIGKILL), since `profile_stats` takes a few bytes per batch and its never-full memtable
+        // keeps every WAL file live until that cap forces a flush.
+        db_opts.set_db_write_buffer_size(options.memtable_bytes);
+        db_opts.set_max_total_wal_size(options.max_wal_bytes);
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
@@ -700,6 +713,89 @@ pub(crate) mod tests {
             provisioned: 1,
         };
         assert_eq!(store.profile_counts().unwrap()["p"], want);
+    }
+
+    /// Commits `count` devices with their credentials, 500 to a batch, in the profile `p`.
+    fn write_devices(store: &Store, prefix: &str, count: usize) {
+        for chunk in 0..count.div_ceil(500) {
+            let mut batch = store.batch();
+            for i in chunk * 500..((chunk + 1) * 500).min(count) {
+                let name = format!("{prefix}-{i:08}-{}", "x".repeat(100));
+                store.stage_device(&mut batch, &device(&name, "p"), None);
+                store.stage_credentials(&mut batch, &format!("tok-{name}"), &name);
+            }
+            store.commit(batch).unwrap();
+        }
+    }
+
+    /// Bytes of the WAL files in the store's RocksDB directory.
+    fn wal_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("db"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    /// Polls `probe` until it holds (RocksDB flushes and deletes WAL files in the background).
+    fn eventually(what: &str, mut probe: impl FnMut() -> (bool, u64)) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (done, seen) = probe();
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {seen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_wal_stays_under_its_cap_and_every_device_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_wal_bytes: 1 << 20,
+            ..StoreOptions::default()
+        };
+        let mut more = 0;
+        {
+            let store = Store::open(dir.path(), &options).unwrap();
+            // About 25 MiB of WAL, while no column family fills its 64 MiB memtable: without
+            // the cap it would all stay live.
+            write_devices(&store, "w", 40_000);
+            // RocksDB checks the cap on each write and frees one WAL file per check, so the
+            // probe keeps writing, as a live server would.
+            eventually("live WAL bytes", || {
+                more += 1;
+                write_devices(&store, &format!("more{more}"), 1);
+                let bytes = wal_bytes(dir.path());
+                (bytes <= 3 << 20, bytes)
+            });
+        }
+        let store = Store::open(dir.path(), &options).unwrap();
+        assert_eq!(store.profile_counts().unwrap()["p"].stored, 40_000 + more);
+        let last = format!("w-{:08}-{}", 39_999, "x".repeat(100));
+        assert_eq!(store.device(&last).unwrap(), Some(device(&last, "p")));
+    }
+
+    #[test]
+    fn memtables_stay_under_their_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            memtable_bytes: 16 << 20,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        // About 75 MiB of memtable inserts over three column families, each below its own
+        // 64 MiB write buffer: only the shared cap makes RocksDB flush them. (The credentials
+        // memtable's hash buckets alone take 8 MiB, so the cap must be above that.)
+        write_devices(&store, "m", 120_000);
+        eventually("memtable bytes", || {
+            let bytes = store.sizes().memtable_bytes;
+            (bytes <= 32 << 20, bytes)
+        });
+        assert!(store.sizes().sst_bytes > 0);
     }
 
     #[test]
