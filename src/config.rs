@@ -596,6 +596,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_embedded_store_defaults_are_the_stores_own() {
+        // `StoreOptions::default()` (tests, benches) and deploy/provisiond.toml state the same
+        // defaults; this keeps them from drifting apart.
+        let embedded = Config::defaults().store.options();
+        let own = crate::store::StoreOptions::default();
+        assert_eq!(embedded.sync_writes, own.sync_writes);
+        assert_eq!(embedded.block_cache_bytes, own.block_cache_bytes);
+        assert_eq!(embedded.memtable_bytes, own.memtable_bytes);
+        assert_eq!(embedded.max_wal_bytes, own.max_wal_bytes);
+    }
+
+    #[test]
     fn embedded_defaults_are_valid_and_match_spec_ports() {
         let config = Config::defaults();
         config.validate().unwrap();

@@ -98,7 +98,7 @@ static DESCRIBED: OnceLock<()> = OnceLock::new();
 static UPKEEP: OnceLock<()> = OnceLock::new();
 
 /// How often the exporter's histograms are drained into their buckets when nobody scrapes.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The recorder keeps every histogram sample (about 8 bytes, one per request) until a scrape or
 /// an upkeep drains it into buckets, so a server that nobody scrapes grew without bound. This

@@ -58,7 +58,7 @@ pub struct StoreOptions {
     pub sync_writes: bool,
     /// Size of the shared block cache.
     pub block_cache_bytes: usize,
-    /// Memory of all memtables together; above it RocksDB flushes the largest.
+    /// Memory of all memtables together; above it RocksDB flushes the oldest.
     pub memtable_bytes: usize,
     /// Size of the live write-ahead log; above it RocksDB flushes the column families that hold
     /// its oldest file, which bounds the WAL replayed after a crash.
