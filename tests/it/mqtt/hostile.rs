@@ -129,7 +129,10 @@ fn connections_beyond_the_limit_wait_until_idle_ones_are_closed() {
 
 #[test]
 fn clients_that_leave_before_their_response_change_nothing_they_could_not_get_back() {
-    let f = Fixture::start();
+    // Without the throttle: the 20 refused leavers all come from 127.0.0.1, and whenever the
+    // server reads their requests before their disconnect (a busy machine), they spend the
+    // source's burst of 10 and the check below would be refused as a guesser.
+    let f = Fixture::start_with(|c| c.throttle.enabled = false);
     for round in 0..40 {
         let version = VERSIONS[round % 2];
         let mut client = Client::provisioning(f.addr(), version);
