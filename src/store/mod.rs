@@ -52,7 +52,7 @@ pub enum StoreError {
 const CREDENTIALS_MEMTABLE_BUCKETS: usize = 1 << 20;
 
 /// Tuning knobs of the store (see `config::StoreConfig`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Sync the WAL on every committed batch. Off only for benchmarks that measure its cost.
     pub sync_writes: bool,
