@@ -10,6 +10,7 @@ mod client;
 mod embedded;
 mod fleet;
 mod html;
+mod ledger;
 mod report;
 mod run;
 mod stats;

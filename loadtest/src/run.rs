@@ -1,7 +1,6 @@
 //! `loadtest run`: sets up the target (embedded or external), the profile and the fleet, drives
 //! the load with worker tasks, verifies what devices were told, and reports.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +17,7 @@ use crate::client::mqtt::{self, Connect};
 use crate::client::{Outcome, Targets};
 use crate::embedded::{Embedded, find_provisiond};
 use crate::fleet::{Creds, Fleet};
+use crate::ledger::Ledger;
 use crate::report::{self, Report, Verification};
 use crate::stats::Stats;
 
@@ -38,11 +38,7 @@ struct Shared {
 }
 
 /// What each device was told on its first SUCCESS.
-#[derive(Default)]
-struct Told {
-    order: Vec<u64>,
-    creds: HashMap<u64, Creds>,
-}
+type Told = Ledger<Creds>;
 
 /// Runs the whole thing; returns the process exit code (1 if verification found problems or
 /// nothing succeeded).
@@ -156,9 +152,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(path) = &shared.args.told {
         let told = shared.told.lock().expect("not poisoned");
         let records = told
-            .order
             .iter()
-            .map(|index| (shared.fleet.name(*index), &told.creds[index]));
+            .map(|(index, creds)| (shared.fleet.name(index), creds));
         crate::told::write(path, &shared.fleet.prefix, records)?;
     }
 
@@ -446,8 +441,8 @@ fn due_requests(args: &RunArgs) -> Option<u64> {
 fn pick_device(shared: &Shared) -> (u64, bool) {
     if shared.args.replay > 0.0 && rand::random::<f64>() < shared.args.replay {
         let told = shared.told.lock().expect("not poisoned");
-        if !told.order.is_empty() {
-            let pick = told.order[rand::random_range(0..told.order.len())];
+        if !told.is_empty() {
+            let pick = told.nth_index(rand::random_range(0..told.len()));
             return (pick, true);
         }
     }
@@ -468,7 +463,7 @@ fn record(
         Outcome::Success(creds) => {
             if let Some(creds) = creds {
                 let mut told = shared.told.lock().expect("not poisoned");
-                match told.creds.get(&index) {
+                match told.first(index) {
                     Some(first) if replay => {
                         let differs = *first != creds;
                         drop(told);
@@ -480,8 +475,7 @@ fn record(
                     }
                     Some(_) => {}
                     None => {
-                        told.creds.insert(index, creds);
-                        told.order.push(index);
+                        told.record_first(index, creds);
                     }
                 }
             }
@@ -535,7 +529,7 @@ fn verify(admin: &Admin, shared: &Shared) -> anyhow::Result<Verification> {
     let stored = admin.devices(&shared.fleet.prefix)?;
     let told = shared.told.lock().expect("not poisoned");
     let mut v = Verification::default();
-    for (&index, creds) in &told.creds {
+    for (index, creds) in told.iter() {
         v.checked += 1;
         let name = shared.fleet.name(index);
         let own = shared.fleet.own_credentials(index);
