@@ -473,8 +473,8 @@ fn record(
                             stats.replay_mismatches += 1;
                         }
                     }
-                    Some(_) => {}
-                    None => {
+                    // Otherwise the first answer is kept (record_first ignores a later one).
+                    _ => {
                         told.record_first(index, creds);
                     }
                 }
