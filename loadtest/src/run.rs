@@ -463,9 +463,15 @@ fn record(
         Outcome::Success(creds) => {
             if let Some(creds) = creds {
                 let mut told = shared.told.lock().expect("not poisoned");
-                match told.first(index) {
-                    Some(first) if replay => {
-                        let differs = *first != creds;
+                // Only a replay compares with the first answer; a fresh device's lookup happens
+                // once, inside record_first.
+                let differs = if replay {
+                    told.first(index).map(|first| *first != creds)
+                } else {
+                    None
+                };
+                match differs {
+                    Some(differs) => {
                         drop(told);
                         let mut stats = shared.stats.lock().expect("not poisoned");
                         stats.replays += 1;
@@ -473,8 +479,7 @@ fn record(
                             stats.replay_mismatches += 1;
                         }
                     }
-                    // Otherwise the first answer is kept (record_first ignores a later one).
-                    _ => {
+                    None => {
                         told.record_first(index, creds);
                     }
                 }
