@@ -22,6 +22,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -119,6 +120,9 @@ pub struct Throttle {
     source_rate: Rate,
     profile_rate: Rate,
     sources: DashMap<IpAddr, Bucket>,
+    /// Entries of `sources`, kept beside it so that [`Throttle::watches_sources`] is one load
+    /// instead of a read lock on every shard of the table.
+    source_count: AtomicUsize,
     profiles: DashMap<String, Bucket>,
     last_sweep: Mutex<Option<Instant>>,
 }
@@ -148,6 +152,7 @@ impl Throttle {
             source_rate: Rate::new(options.per_source_burst, options.per_source_per_minute),
             profile_rate: Rate::new(options.per_profile_burst, options.per_profile_per_minute),
             sources: DashMap::new(),
+            source_count: AtomicUsize::new(0),
             profiles: DashMap::new(),
             last_sweep: Mutex::new(None),
         }
@@ -156,6 +161,13 @@ impl Throttle {
     /// Whether protection is on.
     pub fn enabled(&self) -> bool {
         self.options.enabled
+    }
+
+    /// Whether any source has a bucket. While none has, [`Throttle::admit`] admits every request
+    /// whatever its source, so a transport need not look its peer's address up (a system call
+    /// per HTTP request) until then.
+    pub fn watches_sources(&self) -> bool {
+        self.options.enabled && self.source_count.load(Ordering::Relaxed) > 0
     }
 
     /// Whether a request from `source` for profile key `key` may be checked at all.
@@ -182,11 +194,14 @@ impl Throttle {
         if !self.options.enabled {
             return true;
         }
-        let tracked = self.take(&self.sources, source_key(source), self.source_rate, now);
+        let taken = self.take(&self.sources, source_key(source), self.source_rate, now);
+        if taken == Some(true) {
+            self.source_count.fetch_add(1, Ordering::Relaxed);
+        }
         if failure == Failure::Secret {
             self.take(&self.profiles, key.to_string(), self.profile_rate, now);
         }
-        tracked
+        taken.is_some()
     }
 
     /// Buckets in memory (sources and profiles).
@@ -194,29 +209,32 @@ impl Throttle {
         self.sources.len() + self.profiles.len()
     }
 
-    fn take<K>(&self, table: &DashMap<K, Bucket>, key: K, rate: Rate, now: Instant) -> bool
+    /// Takes a token from `key`'s bucket, creating it if needed: `Some(true)` if a bucket was
+    /// created, `Some(false)` if one was charged, `None` if the table is full.
+    fn take<K>(&self, table: &DashMap<K, Bucket>, key: K, rate: Rate, now: Instant) -> Option<bool>
     where
         K: Eq + std::hash::Hash,
     {
         if let Some(mut bucket) = table.get_mut(&key) {
             bucket.tokens = (rate.level(&bucket, now) - 1.0).max(0.0);
             bucket.updated = now;
-            return true;
+            return Some(false);
         }
         if self.tracked() >= self.options.max_tracked {
             self.sweep(now);
             if self.tracked() >= self.options.max_tracked {
-                return false;
+                return None;
             }
         }
-        table.insert(
+        // Two first failures of one key racing here both insert; only the first one creates.
+        let replaced = table.insert(
             key,
             Bucket {
                 tokens: rate.burst - 1.0,
                 updated: now,
             },
         );
-        true
+        Some(replaced.is_none())
     }
 
     /// Forgets the buckets that have refilled; at most once per [`SWEEP_INTERVAL`], so that a
@@ -230,8 +248,13 @@ impl Throttle {
             *last = Some(now);
         }
         let (source_rate, profile_rate) = (self.source_rate, self.profile_rate);
-        self.sources
-            .retain(|_, b| source_rate.level(b, now) < source_rate.burst);
+        let mut forgotten = 0;
+        self.sources.retain(|_, b| {
+            let keep = source_rate.level(b, now) < source_rate.burst;
+            forgotten += usize::from(!keep);
+            keep
+        });
+        self.source_count.fetch_sub(forgotten, Ordering::Relaxed);
         self.profiles
             .retain(|_, b| profile_rate.level(b, now) < profile_rate.burst);
     }
@@ -323,10 +346,32 @@ mod tests {
         }
         assert!(!t.charge(ip("10.0.2.9"), "k", Failure::Key, now));
         assert_eq!(t.tracked(), 4);
+        assert!(t.watches_sources());
         // Three seconds later every bucket has refilled: the sweep makes room.
         let later = now + Duration::from_secs(3);
         assert!(t.charge(ip("10.0.2.9"), "k", Failure::Key, later));
         assert_eq!(t.tracked(), 1);
+        assert_eq!(t.source_count.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn sources_are_watched_from_their_first_failure_until_swept() {
+        let t = Throttle::new(options());
+        let now = Instant::now();
+        assert!(!t.watches_sources());
+        // A wrong secret charges the profile too, but only sources make a peer worth asking.
+        t.charge(ip("10.0.3.1"), "k", Failure::Secret, now);
+        assert!(t.watches_sources());
+        t.charge(ip("10.0.3.1"), "k", Failure::Secret, now);
+        assert_eq!(t.source_count.load(Ordering::Relaxed), 1);
+        // Fill the table, then let every bucket refill: the sweep forgets them all.
+        for i in 2..4 {
+            t.charge(ip(&format!("10.0.3.{i}")), "k", Failure::Key, now);
+        }
+        let later = now + Duration::from_secs(10);
+        t.sweep(later);
+        assert_eq!(t.tracked(), 0);
+        assert!(!t.watches_sources());
     }
 
     #[test]
@@ -338,5 +383,6 @@ mod tests {
         }
         assert_eq!(t.admit(ip("10.0.0.1"), "k", now), Ok(()));
         assert_eq!(t.tracked(), 0);
+        assert!(!t.watches_sources());
     }
 }

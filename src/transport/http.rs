@@ -235,7 +235,7 @@ async fn provision(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> Ht
     };
     match wire::parse_json(&body, Transport::Http) {
         Ok(request) => {
-            let source = req.peer_addr().map(|peer| peer.ip());
+            let source = || req.peer_addr().map(|peer| peer.ip());
             let result = super::provision(&st.engine, request, source).await;
             let body = wire::outcome_json(&result).into_owned();
             match result {

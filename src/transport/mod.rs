@@ -17,19 +17,22 @@ use crate::engine::{Engine, Provisioned};
 use crate::metrics as m;
 use crate::store::record::Credentials;
 
-/// Runs a decoded request from `source` (its peer's address; `None` only if the socket cannot
-/// tell, and then it is not throttled) through the brute-force protection and the engine, with
-/// the metrics and the log line every transport owes. The log names the reason of a refusal,
-/// never a secret.
+/// Runs a decoded request through the brute-force protection and the engine, with the metrics
+/// and the log line every transport owes. The log names the reason of a refusal, never a secret.
+///
+/// `source` tells the peer's address (`None` only if the socket cannot tell, and then the
+/// request is not throttled). It is asked only when the protection needs it: while no source
+/// has failed, and for every success, it is not asked at all.
 pub async fn provision(
     engine: &Engine,
     request: Request,
-    source: Option<IpAddr>,
+    source: impl Fn() -> Option<IpAddr>,
 ) -> Result<Credentials, ProvisionError> {
     let transport = request.transport.as_str();
     let started = Instant::now();
     let throttle = engine.throttle();
-    if let Some(source) = source
+    if throttle.watches_sources()
+        && let Some(source) = source()
         && let Err(bucket) = throttle.admit(source, &request.provision_key, started)
     {
         // Refused before the secret is compared or any shard is asked: as for a wrong secret.
@@ -49,7 +52,8 @@ pub async fn provision(
         Err(ProvisionError::WrongSecret) => Some(Failure::Secret),
         _ => None,
     };
-    if let (Some(failure), Some(key), Some(source)) = (failure, key, source)
+    if let (Some(failure), Some(key)) = (failure, key)
+        && let Some(source) = source()
         && !throttle.charge(source, &key, failure, Instant::now())
     {
         m::throttle_untracked();

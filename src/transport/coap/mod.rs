@@ -260,7 +260,7 @@ async fn provision(engine: &Engine, payload: &[u8], source: IpAddr) -> Reply {
             return Reply::json(code::BAD_REQUEST, wire::parse_error_json(&error));
         }
     };
-    let result = super::provision(engine, request, Some(source)).await;
+    let result = super::provision(engine, request, || Some(source)).await;
     // Engine overloaded or stopping: nothing was written; 5.03 with Max-Age, like a full
     // in-flight table, so that the device retries later instead of at once.
     let unavailable = matches!(

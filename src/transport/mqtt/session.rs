@@ -133,9 +133,10 @@ impl<S: ResponseSink> Session<S> {
         }
         match proto::decode_payload(payload, Transport::Mqtt) {
             Ok((request, _)) => {
-                let result =
-                    crate::transport::provision(&self.settings.engine, request, self.conn.peer())
-                        .await;
+                let result = crate::transport::provision(&self.settings.engine, request, || {
+                    self.conn.peer()
+                })
+                .await;
                 let payload = match self.encoding.get() {
                     Encoding::Json => Bytes::from(wire::outcome_json(&result).into_owned()),
                     Encoding::Protobuf => Bytes::from(proto::encode_outcome(&result)),
