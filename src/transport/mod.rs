@@ -45,7 +45,6 @@ pub async fn provision(
     // Per-profile counts need the profile's name; an unknown key has none and is counted only
     // under reason="unknown_key".
     let Provisioned { profile, result } = engine.provision(request).await;
-    let profile = profile.map(|profile| profile.name.clone());
     let took = started.elapsed();
     let failure = match &result {
         Err(ProvisionError::UnknownKey | ProvisionError::ProfileDisabled) => Some(Failure::Key),
@@ -61,8 +60,8 @@ pub async fn provision(
     match &result {
         Ok(_) => {
             m::request(transport, "SUCCESS", "none", took);
-            if let Some(profile) = profile {
-                m::profile_request(profile, "SUCCESS");
+            if let Some(profile) = &profile {
+                m::profile_request(&profile.name, "SUCCESS");
             }
             tracing::debug!(transport, "provisioned");
         }
@@ -72,8 +71,8 @@ pub async fn provision(
                 Status::Failure => "FAILURE",
             };
             m::request(transport, status, error.reason(), took);
-            if let Some(profile) = profile {
-                m::profile_request(profile, status);
+            if let Some(profile) = &profile {
+                m::profile_request(&profile.name, status);
             }
             match error.status() {
                 Status::NotFound => tracing::debug!(
