@@ -173,11 +173,17 @@ impl Store {
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let cfs = keys::ALL_CFS.iter().map(|name| {
+            // `profile_devices` is only ever iterated (listing, export), never read by key, so
+            // it gets no bloom filter, neither in its files nor in its memtable: one would cost
+            // ~1.25 bytes of memory per device and a cache-missing insert per request.
+            let point_read = *name != CF_PROFILE_DEVICES;
             let mut block = BlockBasedOptions::default();
             block.set_block_cache(&cache);
             // Point lookups dominate (name, credentials id): a bloom filter saves a disk read
             // for every miss, which is the common case for new devices.
-            block.set_bloom_filter(10.0, false);
+            if point_read {
+                block.set_bloom_filter(10.0, false);
+            }
             // Index and filter blocks stay in the table readers, not the block cache: a whole-file
             // filter block is larger than one shard of the LRU cache, so cached it was evicted at
             // once and re-read (and checksummed) on every lookup; 2.5M-row imports slowed 10x.
@@ -188,8 +194,10 @@ impl Store {
             // A bloom filter over the memtable's whole keys: most lookups are misses (a new
             // device's name and credentials id), and without it each miss walks the memtable's
             // skip list, 8% of the server's CPU under load in a perf profile.
-            cf_opts.set_memtable_whole_key_filtering(true);
-            cf_opts.set_memtable_prefix_bloom_ratio(0.02);
+            if point_read {
+                cf_opts.set_memtable_whole_key_filtering(true);
+                cf_opts.set_memtable_prefix_bloom_ratio(0.02);
+            }
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
             if *name == CF_CREDENTIALS {
                 // Credentials ids are random (generated tokens, hashes), so every insert into a
@@ -796,6 +804,40 @@ pub(crate) mod tests {
             (bytes <= 32 << 20, bytes)
         });
         assert!(store.sizes().sst_bytes > 0);
+    }
+
+    /// The size of the bloom filters in a column family's table files.
+    fn filter_bytes(store: &Store, cf: &str) -> u64 {
+        let props = store
+            .db
+            .property_value_cf(store.cf(cf), "rocksdb.aggregated-table-properties")
+            .unwrap()
+            .unwrap();
+        props
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("filter block size="))
+            .unwrap_or_else(|| panic!("no filter size in {props}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_families_read_by_key_carry_bloom_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        write_devices(&store, "b", 5_000);
+        for cf in [CF_DEVICES, CF_CREDENTIALS, CF_PROFILE_DEVICES] {
+            store.db.flush_cf(store.cf(cf)).unwrap();
+        }
+        // About 1.25 bytes per key where lookups by key happen.
+        assert!(filter_bytes(&store, CF_DEVICES) >= 5_000);
+        assert!(filter_bytes(&store, CF_CREDENTIALS) >= 5_000);
+        assert_eq!(filter_bytes(&store, CF_PROFILE_DEVICES), 0);
+        // The index without a filter still lists every device of the profile.
+        assert_eq!(
+            store.profile_device_names("p", None, 10_000).unwrap().len(),
+            5_000
+        );
     }
 
     #[test]
