@@ -114,16 +114,18 @@ fn bench_engine(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     (0..BATCH)
-                        .map(|_| Request {
-                            provision_key: key.clone(),
-                            provision_secret: Secret(secret.clone()),
-                            device_name: Some(format!(
-                                "sensor-{:012}",
-                                next.fetch_add(1, Ordering::Relaxed)
-                            )),
-                            credentials: RequestedCredentials::None,
-                            gateway: false,
-                            transport: Transport::Http,
+                        .map(|_| {
+                            Box::new(Request {
+                                provision_key: key.clone(),
+                                provision_secret: Secret(secret.clone()),
+                                device_name: Some(format!(
+                                    "sensor-{:012}",
+                                    next.fetch_add(1, Ordering::Relaxed)
+                                )),
+                                credentials: RequestedCredentials::None,
+                                gateway: false,
+                                transport: Transport::Http,
+                            })
                         })
                         .collect::<Vec<_>>()
                 },

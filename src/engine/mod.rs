@@ -133,7 +133,10 @@ impl Engine {
     /// Provisions a device (SPEC §4). Returns only after any write it made is durable, with the
     /// profile the request's key names, so that a caller labelling metrics by profile needs no
     /// second lookup.
-    pub async fn provision(&self, request: Request) -> Provisioned {
+    ///
+    /// The request comes boxed: an async fn keeps its arguments in its future, and every
+    /// transport moves that future around, so an 8-byte box keeps it small.
+    pub async fn provision(&self, request: Box<Request>) -> Provisioned {
         let profile = self.inner.profiles.by_key(&request.provision_key);
         let result = self.provision_as(request, profile.clone()).await;
         Provisioned { profile, result }
@@ -141,7 +144,7 @@ impl Engine {
 
     async fn provision_as(
         &self,
-        request: Request,
+        request: Box<Request>,
         profile: Option<Arc<ProfileRecord>>,
     ) -> Result<Credentials, ProvisionError> {
         let name = resolve_name(request.device_name.as_deref(), generate_alphanumeric)?;
@@ -158,13 +161,14 @@ impl Engine {
                 if arbiter == owner {
                     ClaimInput::Local(id)
                 } else {
-                    let (claim, held) = self.reserve(arbiter, id, name.as_str()).await?;
+                    // Boxed, as the rare path it is: its future would otherwise add to every
+                    // request's.
+                    let (claim, held) = Box::pin(self.reserve(arbiter, id, name.as_str())).await?;
                     reservation = held;
                     ClaimInput::Remote(claim)
                 }
             }
         };
-        let request = Box::new(request);
         self.call(owner, |reply| ShardMsg::Provision {
             request,
             name,
@@ -514,21 +518,18 @@ impl Engine {
     /// Puts a message in a shard's mailbox, waiting at most the enqueue timeout for room.
     async fn enqueue(&self, shard: ShardId, msg: ShardMsg) -> Result<(), ProvisionError> {
         let mailbox = &self.inner.mailboxes[shard.0 as usize];
-        match mailbox.try_send(msg) {
+        let msg = match mailbox.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProvisionError::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        m::mailbox_full();
+        // Boxed: the wait (a timer and the message) is rare, and inline it would add its size
+        // to every request's future.
+        match Box::pin(mailbox.send_timeout(msg, self.inner.enqueue_timeout)).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ProvisionError::ShuttingDown),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                m::mailbox_full();
-                match mailbox.send_timeout(msg, self.inner.enqueue_timeout).await {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        Err(ProvisionError::Overloaded)
-                    }
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                        Err(ProvisionError::ShuttingDown)
-                    }
-                }
-            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(ProvisionError::Overloaded),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(ProvisionError::ShuttingDown),
         }
     }
 }

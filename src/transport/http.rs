@@ -233,7 +233,7 @@ async fn provision(st: Arc<HttpState>, req: HttpRequest, payload: Payload) -> Ht
             return json_response(StatusCode::BAD_REQUEST, wire::parse_error_json(&error));
         }
     };
-    match wire::parse_json(&body, Transport::Http) {
+    match wire::parse_json(&body, Transport::Http).map(Box::new) {
         Ok(request) => {
             let source = || req.peer_addr().map(|peer| peer.ip());
             let result = super::provision(&st.engine, request, source).await;

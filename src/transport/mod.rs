@@ -25,7 +25,7 @@ use crate::store::record::Credentials;
 /// has failed, and for every success, it is not asked at all.
 pub async fn provision(
     engine: &Engine,
-    request: Request,
+    request: Box<Request>,
     source: impl Fn() -> Option<IpAddr>,
 ) -> Result<Credentials, ProvisionError> {
     let transport = request.transport.as_str();

@@ -254,7 +254,7 @@ async fn decide(engine: Engine, job: Job, done: mpsc::Sender<Decided>) {
 async fn provision(engine: &Engine, payload: &[u8], source: IpAddr) -> Reply {
     let started = Instant::now();
     let (request, encoding) = match proto::decode_payload(payload, Transport::Coap) {
-        Ok(decoded) => decoded,
+        Ok((request, encoding)) => (Box::new(request), encoding),
         Err(error) => {
             super::count_unparsable(Transport::Coap.as_str(), started);
             return Reply::json(code::BAD_REQUEST, wire::parse_error_json(&error));

@@ -133,6 +133,7 @@ impl<S: ResponseSink> Session<S> {
         }
         match proto::decode_payload(payload, Transport::Mqtt) {
             Ok((request, _)) => {
+                let request = Box::new(request);
                 let result = crate::transport::provision(&self.settings.engine, request, || {
                     self.conn.peer()
                 })
