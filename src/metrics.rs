@@ -248,26 +248,24 @@ pub fn request(
     reason: &'static str,
     took: Duration,
 ) {
-    HANDLES.with_borrow_mut(|handles| {
-        let Some(handles) = handles else {
-            counter!(REQUESTS_TOTAL, "transport" => transport, "status" => status, "reason" => reason)
+    let seconds = took.as_secs_f64();
+    HANDLES.with_borrow_mut(|handles| match handles {
+        None => {
+            request_counter(transport, status, reason).increment(1);
+            duration_histogram(transport).record(seconds);
+        }
+        Some(handles) => {
+            handles
+                .requests
+                .entry((transport, status, reason))
+                .or_insert_with(|| request_counter(transport, status, reason))
                 .increment(1);
-            histogram!(REQUEST_DURATION_SECONDS, "transport" => transport)
-                .record(took.as_secs_f64());
-            return;
-        };
-        handles
-            .requests
-            .entry((transport, status, reason))
-            .or_insert_with(|| {
-                counter!(REQUESTS_TOTAL, "transport" => transport, "status" => status, "reason" => reason)
-            })
-            .increment(1);
-        handles
-            .durations
-            .entry(transport)
-            .or_insert_with(|| histogram!(REQUEST_DURATION_SECONDS, "transport" => transport))
-            .record(took.as_secs_f64());
+            handles
+                .durations
+                .entry(transport)
+                .or_insert_with(|| duration_histogram(transport))
+                .record(seconds);
+        }
     });
 }
 
@@ -275,8 +273,7 @@ pub fn request(
 pub fn profile_request(profile: &str, status: &'static str) {
     HANDLES.with_borrow_mut(|handles| {
         let Some(handles) = handles else {
-            counter!(PROFILE_REQUESTS_TOTAL, "profile" => profile.to_string(), "status" => status)
-                .increment(1);
+            profile_counter(profile, status).increment(1);
             return;
         };
         let by_profile = handles.profiles.entry(status).or_default();
@@ -288,11 +285,23 @@ pub fn profile_request(profile: &str, status: &'static str) {
             // Profiles deleted long ago would otherwise stay cached on every thread.
             by_profile.clear();
         }
-        let counter =
-            counter!(PROFILE_REQUESTS_TOTAL, "profile" => profile.to_string(), "status" => status);
+        let counter = profile_counter(profile, status);
         counter.increment(1);
         by_profile.insert(profile.to_string(), counter);
     });
+}
+
+/// The registry's handles behind [`request`] and [`profile_request`], each named in one place.
+fn request_counter(transport: &'static str, status: &'static str, reason: &'static str) -> Counter {
+    counter!(REQUESTS_TOTAL, "transport" => transport, "status" => status, "reason" => reason)
+}
+
+fn duration_histogram(transport: &'static str) -> Histogram {
+    histogram!(REQUEST_DURATION_SECONDS, "transport" => transport)
+}
+
+fn profile_counter(profile: &str, status: &'static str) -> Counter {
+    counter!(PROFILE_REQUESTS_TOTAL, "profile" => profile.to_string(), "status" => status)
 }
 
 /// Profiles whose counters one thread keeps at hand, per status.
