@@ -3,10 +3,14 @@
 # with the same client tool (loadtest --mqtt-flow connect: CONNECT as `provision`, CONNACK,
 # DISCONNECT, new connection each time), beside provisiond's full MQTT device flow (connect,
 # subscribe, publish, response, disconnect; durable) from the same tool in the same run.
-# Usage: loadtest/baselines/mosquitto.sh [DEVICES] [CONCURRENCY]   (default: 20000, 64)
+# Each side runs at every in-flight count given and is compared at its best, as postgres.sh
+# takes PostgreSQL at its best client count: Mosquitto drops SYNs when too many connections
+# arrive at once (256 in flight), so a single count can hold back either side.
+# Usage: loadtest/baselines/mosquitto.sh [DEVICES] [CONCURRENCY ...]   (default: 30000, 16 64 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-devices=${1:-20000}; conc=${2:-64}
+devices=${1:-30000}; shift || true
+concs=("$@"); [ ${#concs[@]} -gt 0 ] || concs=(16 64 256)
 command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 lt=${LOADTEST:-target/release/loadtest}
 [ -x "$lt" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
@@ -29,13 +33,21 @@ settle() {
   done
   echo "$1: started with $(ss -Htan state time-wait | wc -l) TIME_WAIT sockets after waiting ${waited} s"
 }
-settle mosquitto
-"$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \
-  --transport mqtt --mqtt-flow connect --devices "$devices" --concurrency "$conc" --json "$work/mosq.json" > "$work/mosq.txt"
-settle provisiond
-"$lt" run --quiet --embedded --transport mqtt --devices "$devices" --concurrency "$conc" --json "$work/prov.json" > "$work/prov.txt"
-mosq=$(python3 -c "import json;print(json.load(open('$work/mosq.json'))['throughput_per_s'])")
-prov=$(python3 -c "import json;print(json.load(open('$work/prov.json'))['throughput_per_s'])")
-grep -E "throughput|latency|verified|error" "$work/mosq.txt" | sed 's/^/mosquitto connect+disconnect: /'
-grep -E "throughput|latency|verified|error" "$work/prov.txt" | sed 's/^/provisiond full flow:         /'
-python3 -c "print(f'ratio provisiond full flows/s / mosquitto connects/s = {$prov/$mosq:.2f}')"
+rate() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['throughput_per_s']))" "$1"; }
+best_mosq=0; best_prov=0
+for conc in "${concs[@]}"; do
+  settle "mosquitto, $conc in flight"
+  "$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \
+    --transport mqtt --mqtt-flow connect --devices "$devices" --concurrency "$conc" \
+    --json "$work/mosq-$conc.json" > "$work/mosq-$conc.txt"
+  settle "provisiond, $conc in flight"
+  "$lt" run --quiet --embedded --transport mqtt --devices "$devices" --concurrency "$conc" \
+    --json "$work/prov-$conc.json" > "$work/prov-$conc.txt"
+  grep -E "throughput|latency|verified|error" "$work/mosq-$conc.txt" | sed "s/^/mosquitto connect+disconnect, $conc in flight: /"
+  grep -E "throughput|latency|verified|error" "$work/prov-$conc.txt" | sed "s/^/provisiond full flow, $conc in flight:         /"
+  m=$(rate "$work/mosq-$conc.json"); p=$(rate "$work/prov-$conc.json")
+  if [ "$m" -gt "$best_mosq" ]; then best_mosq=$m; at_mosq=$conc; fi
+  if [ "$p" -gt "$best_prov" ]; then best_prov=$p; at_prov=$conc; fi
+done
+echo "best: mosquitto $best_mosq connects/s at $at_mosq in flight; provisiond $best_prov full flows/s at $at_prov in flight"
+python3 -c "print(f'ratio provisiond full flows/s / mosquitto connects/s, each at its best = {$best_prov/$best_mosq:.2f}')"
