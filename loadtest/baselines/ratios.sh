@@ -2,7 +2,7 @@
 # The same-run ratios of BENCHMARKS.md that need only provisiond and the baseline server:
 # HTTP and CoAP provisions/s against the baseline server, WAL synced against sync off, and the
 # p99 latency at half the maximum HTTP rate (open loop). Every run uses the same client tool.
-# Usage: [ROUNDS=3] loadtest/baselines/ratios.sh [SECONDS] [CONCURRENCY]   (default: 15 s, 64)
+# Usage: [ROUNDS=4] loadtest/baselines/ratios.sh [SECONDS] [CONCURRENCY]   (default: 15 s, 64)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-15}; conc=${2:-64}
@@ -24,14 +24,21 @@ PY
 }
 tp() { python3 -c "import json;print(json.load(open('$work/$1.json'))['throughput_per_s'])"; }
 # ROUNDS rounds, each running every pair back to back, so that a noisy moment hits both sides of
-# a ratio; the ratio reported is the median over the rounds, with every round's shown.
-rounds=${ROUNDS:-3}
+# a ratio; the ratio reported is the median over the rounds, with every round's shown. Even rounds
+# run in the reverse order, so that no side of a ratio always runs first (keep ROUNDS even).
+rounds=${ROUNDS:-4}
 for r in $(seq 1 "$rounds"); do
-  run "http_provisiond.$r" --embedded --transport http
-  run "http_baseline.$r" --embedded-baseline --transport http
-  run "coap_provisiond.$r" --embedded --transport coap
-  run "coap_baseline.$r" --embedded-baseline --transport coap
-  run "http_sync_off.$r" --embedded --transport http --server-arg=--sync-writes=false
+  order=(http_provisiond http_baseline coap_provisiond coap_baseline http_sync_off)
+  (( r % 2 )) || order=(http_sync_off coap_baseline coap_provisiond http_baseline http_provisiond)
+  for name in "${order[@]}"; do
+    case $name in
+      http_provisiond) run "$name.$r" --embedded --transport http ;;
+      http_baseline) run "$name.$r" --embedded-baseline --transport http ;;
+      coap_provisiond) run "$name.$r" --embedded --transport coap ;;
+      coap_baseline) run "$name.$r" --embedded-baseline --transport coap ;;
+      http_sync_off) run "$name.$r" --embedded --transport http --server-arg=--sync-writes=false ;;
+    esac
+  done
 done
 half=$(python3 -c "
 import json, statistics
