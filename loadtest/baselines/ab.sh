@@ -23,6 +23,7 @@ resolve() {
 }
 spec_a=$(resolve "$spec_a"); spec_b=$(resolve "$spec_b")
 cd "$(dirname "$0")/../.."
+. loadtest/baselines/settle.sh
 export SECS=${SECS:-10}
 work=$(mktemp -d /tmp/ab.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -34,7 +35,7 @@ side() { # LABEL SPEC ROUND [loadtest run args...]
   local parts extra=()
   IFS=',' read -ra parts <<< "$spec"
   for flag in "${parts[@]:1}"; do extra+=("--server-arg=$flag"); done
-  while [ "$(ss -tan state time-wait | wc -l)" -gt 500 ]; do sleep 2; done
+  settle "$label.$round" > /dev/null
   rm -rf "$work/data"
   loadtest/baselines/cpu-split.sh "$label.$round" --embedded --server-bin "${parts[0]}" \
     --data-dir "$work/data" "${extra[@]}" "$@" | tee -a "$work/lines"

@@ -9,6 +9,7 @@
 # Usage: loadtest/baselines/mosquitto.sh [DEVICES] [CONCURRENCY ...]   (default: 30000, 16 64 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. loadtest/baselines/settle.sh
 devices=${1:-30000}; shift || true
 concs=("$@"); [ ${#concs[@]} -gt 0 ] || concs=(16 64 256)
 command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
@@ -24,17 +25,9 @@ echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosqui
 # Every flow is a new TCP connection, and each leaves a TIME_WAIT socket for 60 s. A run of
 # 30,000 fills the ephemeral port range, and the next run's connect() then has to search it for
 # a reusable port: that costs the *second* run's client, which would always be provisiond's.
-# So each run starts only once the previous connections have drained (at most 75 s).
-settle() {
-  command -v ss >/dev/null || { echo "$1: ss (iproute2) not found; not waiting for TIME_WAIT sockets"; return; }
-  local waited=0
-  while [ "$(ss -Htan state time-wait | wc -l)" -gt 500 ] && [ $waited -lt 75 ]; do
-    sleep 1; waited=$((waited + 1))
-  done
-  echo "$1: started with $(ss -Htan state time-wait | wc -l) TIME_WAIT sockets after waiting ${waited} s"
-}
+# So each run starts only once the previous connections have drained (settle, at most 75 s).
 rate() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['throughput_per_s']))" "$1"; }
-best_mosq=0; best_prov=0
+best_mosq=0; best_prov=0; at_mosq=none; at_prov=none
 for conc in "${concs[@]}"; do
   settle "mosquitto, $conc in flight"
   "$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \

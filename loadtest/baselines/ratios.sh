@@ -22,23 +22,23 @@ ver = f'{v["verified"]}/{v["checked"]} verified' if v else "not verified"
 print(f'{sys.argv[2]:<22} {r["throughput_per_s"]:>9.0f}/s  p50 {l["p50"]:.2f} p99 {l["p99"]:.2f} p99.9 {l["p999"]:.2f} ms  failed {r["failed"]}  {ver}')
 PY
 }
-tp() { python3 -c "import json;print(json.load(open('$work/$1.json'))['throughput_per_s'])"; }
 # ROUNDS rounds, each running every pair back to back, so that a noisy moment hits both sides of
 # a ratio; the ratio reported is the median over the rounds, with every round's shown. Even rounds
 # run in the reverse order, so that no side of a ratio always runs first (keep ROUNDS even).
 rounds=${ROUNDS:-4}
+declare -A args=(
+  [http_provisiond]="--embedded --transport http"
+  [http_baseline]="--embedded-baseline --transport http"
+  [coap_provisiond]="--embedded --transport coap"
+  [coap_baseline]="--embedded-baseline --transport coap"
+  [http_sync_off]="--embedded --transport http --server-arg=--sync-writes=false"
+)
+order=(http_provisiond http_baseline coap_provisiond coap_baseline http_sync_off)
 for r in $(seq 1 "$rounds"); do
-  order=(http_provisiond http_baseline coap_provisiond coap_baseline http_sync_off)
-  (( r % 2 )) || order=(http_sync_off coap_baseline coap_provisiond http_baseline http_provisiond)
-  for name in "${order[@]}"; do
-    case $name in
-      http_provisiond) run "$name.$r" --embedded --transport http ;;
-      http_baseline) run "$name.$r" --embedded-baseline --transport http ;;
-      coap_provisiond) run "$name.$r" --embedded --transport coap ;;
-      coap_baseline) run "$name.$r" --embedded-baseline --transport coap ;;
-      http_sync_off) run "$name.$r" --embedded --transport http --server-arg=--sync-writes=false ;;
-    esac
-  done
+  names=("${order[@]}")
+  (( r % 2 )) || { names=(); for n in "${order[@]}"; do names=("$n" "${names[@]}"); done; }
+  # shellcheck disable=SC2086 # each entry of args is a list of flags
+  for name in "${names[@]}"; do run "$name.$r" ${args[$name]}; done
 done
 half=$(python3 -c "
 import json, statistics
