@@ -14,9 +14,10 @@ lt=${LOADTEST:-target/release/loadtest}
 work=$(mktemp -d /tmp/cpu-split.XXXXXX)
 trap 'kill "$sampler" 2>/dev/null; rm -rf "$work"' EXIT
 # The server is the loadtest's child; its CPU time (utime + stime, in clock ticks) is sampled
-# until it exits, and the last sample kept.
+# until it exits, and the last sample kept. It is found by its arguments, not by its binary's
+# name, so that builds kept under other names (ab.sh's A and B) are found too.
 ( while sleep 0.3; do
-    p=$(pgrep -n -f "provisiond serve|loadtest baseline-server" || true)
+    p=$(pgrep -n -f " serve --bind 127.0.0.1 |loadtest baseline-server" || true)
     [ -n "$p" ] && awk '{print $14 + $15}' "/proc/$p/stat" > "$work/server.tmp" 2>/dev/null \
       && mv "$work/server.tmp" "$work/server"
   done ) &
