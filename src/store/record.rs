@@ -172,9 +172,16 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
+/// Bytes reserved for an encoded record: a device with a name, a profile, a type and an access
+/// token takes about 100.
+const ENCODE_CAPACITY: usize = 192;
+
 /// Encodes a record with its leading format-version byte.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    // Room for a provisioned device's record, so that it is written without growing the Vec
+    // five times over (those reallocations were 1.5% of a provisioning request's instructions).
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.push(FORMAT_VERSION);
     bincode::serde::encode_into_std_write(record, &mut out, bincode_config())
         .expect("encoding into a Vec cannot fail");
     out

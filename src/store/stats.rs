@@ -3,7 +3,9 @@
 //! counts are exactly as durable and as atomic as the devices, and reading them is a few point
 //! lookups instead of a scan: `/metrics` can show them for a fleet of millions on every scrape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use rocksdb::MergeOperands;
 
@@ -48,15 +50,17 @@ impl CountDeltas {
     pub fn add(&mut self, previous: Option<&DeviceRecord>, next: Option<&DeviceRecord>) {
         for (device, sign) in [(previous, -1), (next, 1)] {
             let Some(device) = device else { continue };
-            // A profile's name is copied once per batch, not once per device.
-            if !self.0.contains_key(&device.profile) {
-                self.0
-                    .insert(device.profile.clone(), ProfileCounts::default());
-            }
-            let counts = self.0.get_mut(&device.profile).expect("inserted above");
-            counts.stored += sign;
-            if device.provisioned {
-                counts.provisioned += sign;
+            // A profile's name is copied once per batch, not once per device, and looked up
+            // once per device in the common case.
+            let apply = |counts: &mut ProfileCounts| {
+                counts.stored += sign;
+                if device.provisioned {
+                    counts.provisioned += sign;
+                }
+            };
+            match self.0.get_mut(&device.profile) {
+                Some(counts) => apply(counts),
+                None => apply(self.0.entry(device.profile.clone()).or_default()),
             }
         }
     }
