@@ -32,7 +32,10 @@ impl Broker {
         )
     }
 
-    /// Running `config` (mosquitto.conf lines); returns once it listens.
+    /// Running `config` (mosquitto.conf lines); returns once it listens: after its "running"
+    /// line, which mosquitto logs once every listener is open. ("Opening ... listen socket"
+    /// comes before the socket listens, and a client that connected on it was refused when the
+    /// machine was busy.)
     fn start(dir: &std::path::Path, config: &str) -> Broker {
         let conf = dir.join("mosquitto.conf");
         // Run as root if started as root: the files live in a private temporary directory.
@@ -46,14 +49,19 @@ impl Broker {
             .spawn()
             .expect("mosquitto runs (Debian: mosquitto)");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = Vec::new();
         loop {
-            let line = lines
-                .next()
-                .expect("mosquitto reports its listener")
-                .unwrap();
-            if line.contains("Opening ipv4 listen socket") {
+            let Some(line) = lines.next() else {
+                panic!(
+                    "mosquitto stopped before it was running:\n{}",
+                    log.join("\n")
+                );
+            };
+            let line = line.unwrap();
+            if line.contains(" running") {
                 break;
             }
+            log.push(line);
         }
         // Keep draining its log so that it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
