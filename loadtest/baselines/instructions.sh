@@ -45,7 +45,7 @@ for n in "$n1" "$n2"; do
       > "$work/run.log" 2>&1 || { cat "$work/run.log" "$work/server.log" >&2; kill "$pid"; exit 1; }
     kill -INT "$pid"; wait "$pid" || true
   else
-    printf '#!/bin/sh\nexec %s --callgrind-out-file=%s %s "$@"\n' "${valgrind[*]}" "$out" "$server" \
+    printf '#!/usr/bin/env bash\nexec %s --callgrind-out-file=%q %q "$@"\n' "${valgrind[*]}" "$out" "$server" \
       > "$work/server"
     chmod +x "$work/server"
     "$lt" "${run[@]}" --devices "$n" --embedded --server-bin "$work/server" "$@" \

@@ -153,12 +153,10 @@ pub(crate) struct Shard {
     limits: ShardLimits,
     /// Credentials ids reserved for devices on other shards: id → (device, tickets).
     reservations: HashMap<String, (String, Vec<u64>)>,
-    /// The current batch's staged writes; empty between batches.
-    overlay: Overlay,
 }
 
 /// Writes staged in the current batch, read before the store so that later messages of the
-/// same batch see earlier ones. Kept from batch to batch (emptied), so that its maps do not
+/// same batch see earlier ones. `run` keeps one from batch to batch (emptied), so that its maps do not
 /// allocate and grow again for every batch, and hashed with foldhash (seeded per process):
 /// hashing and regrowing fresh SipHash maps was about 2% of a request's instructions. The keys
 /// come from clients, but a map never holds more than one batch.
@@ -223,7 +221,6 @@ impl Shard {
             releases,
             limits,
             reservations: HashMap::new(),
-            overlay: Overlay::default(),
         }
     }
 
@@ -231,6 +228,7 @@ impl Shard {
     pub(crate) fn run(mut self) {
         let shard_label = self.id.0.to_string();
         let mut batch = Vec::with_capacity(self.limits.max_batch);
+        let mut overlay = Overlay::default();
         loop {
             self.apply_releases();
             let Some(first) = self.mailbox.blocking_recv() else {
@@ -246,7 +244,7 @@ impl Shard {
             m::shard_batch(&shard_label, batch.len(), self.mailbox.len());
             // Releases that arrived meanwhile make ids free before this batch checks them.
             self.apply_releases();
-            let stop = self.process(&mut batch);
+            let stop = self.process(&mut batch, &mut overlay);
             if stop {
                 break;
             }
@@ -270,9 +268,9 @@ impl Shard {
         }
     }
 
-    /// Handles one drained batch; returns whether to stop.
-    fn process(&mut self, batch: &mut Vec<ShardMsg>) -> bool {
-        let mut overlay = std::mem::take(&mut self.overlay);
+    /// Handles one drained batch, staging into `overlay` (empty on entry, emptied on return);
+    /// returns whether to stop.
+    fn process(&mut self, batch: &mut Vec<ShardMsg>, overlay: &mut Overlay) -> bool {
         let mut writes = self.store.batch();
         let mut pending = Vec::with_capacity(batch.len());
         let mut held_reservations = Vec::new();
@@ -298,7 +296,7 @@ impl Shard {
                         &name,
                         claim,
                         &authenticated,
-                        &mut overlay,
+                        overlay,
                         &mut writes,
                     );
                     pending.push(Pending::Provision(reply, result));
@@ -309,20 +307,20 @@ impl Shard {
                     device,
                     ticket,
                     reply,
-                } => self.reserve(credentials_id, device, ticket, reply, &overlay),
-                ShardMsg::ReserveMany { items, reply } => self.reserve_many(items, reply, &overlay),
+                } => self.reserve(credentials_id, device, ticket, reply, overlay),
+                ShardMsg::ReserveMany { items, reply } => self.reserve_many(items, reply, overlay),
                 ShardMsg::Import { rows, mode, reply } => {
                     let mut outcomes = Vec::with_capacity(rows.len());
                     for item in rows {
                         let outcome =
-                            self.import_row(&item.row, item.claim, mode, &mut overlay, &mut writes);
+                            self.import_row(&item.row, item.claim, mode, overlay, &mut writes);
                         outcomes.push(outcome);
                         held_reservations.extend(item.reservation);
                     }
                     pending.push(Pending::Import(reply, outcomes));
                 }
                 ShardMsg::Get { name, reply } => {
-                    let result = self.read_device(&name, &overlay).map_err(storage_failure);
+                    let result = self.read_device(&name, overlay).map_err(storage_failure);
                     pending.push(Pending::Get(reply, result));
                 }
                 ShardMsg::Delete {
@@ -330,7 +328,7 @@ impl Shard {
                     profile,
                     reply,
                 } => {
-                    let result = self.delete(&name, profile.as_deref(), &mut overlay, &mut writes);
+                    let result = self.delete(&name, profile.as_deref(), overlay, &mut writes);
                     pending.push(Pending::Delete(reply, result));
                 }
                 ShardMsg::Reset {
@@ -338,7 +336,7 @@ impl Shard {
                     drop_credentials,
                     reply,
                 } => {
-                    let result = self.reset(&name, drop_credentials, &mut overlay, &mut writes);
+                    let result = self.reset(&name, drop_credentials, overlay, &mut writes);
                     pending.push(Pending::Reset(reply, result));
                 }
                 ShardMsg::Barrier { reply } => pending.push(Pending::Barrier(reply)),
@@ -361,7 +359,6 @@ impl Shard {
         // Only now, with the batch durable, may remote claims be released.
         drop(held_reservations);
         overlay.reset(2 * self.limits.max_batch);
-        self.overlay = overlay;
         stop
     }
 
