@@ -144,6 +144,17 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What [`Throttle::take`] did with a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// A new bucket was created for the key (its first failure on record).
+    Created,
+    /// The key's bucket lost a token.
+    Charged,
+    /// The key has no bucket and the table is at `max_tracked`: the attempt is not recorded.
+    TableFull,
+}
+
 impl Throttle {
     /// Empty tables.
     pub fn new(options: ThrottleOptions) -> Throttle {
@@ -195,13 +206,13 @@ impl Throttle {
             return true;
         }
         let taken = self.take(&self.sources, source_key(source), self.source_rate, now);
-        if taken == Some(true) {
+        if taken == Taken::Created {
             self.source_count.fetch_add(1, Ordering::Relaxed);
         }
         if failure == Failure::Secret {
             self.take(&self.profiles, key.to_string(), self.profile_rate, now);
         }
-        taken.is_some()
+        taken != Taken::TableFull
     }
 
     /// Buckets in memory (sources and profiles).
@@ -209,21 +220,20 @@ impl Throttle {
         self.sources.len() + self.profiles.len()
     }
 
-    /// Takes a token from `key`'s bucket, creating it if needed: `Some(true)` if a bucket was
-    /// created, `Some(false)` if one was charged, `None` if the table is full.
-    fn take<K>(&self, table: &DashMap<K, Bucket>, key: K, rate: Rate, now: Instant) -> Option<bool>
+    /// Takes a token from `key`'s bucket, creating the bucket if needed.
+    fn take<K>(&self, table: &DashMap<K, Bucket>, key: K, rate: Rate, now: Instant) -> Taken
     where
         K: Eq + std::hash::Hash,
     {
         if let Some(mut bucket) = table.get_mut(&key) {
             bucket.tokens = (rate.level(&bucket, now) - 1.0).max(0.0);
             bucket.updated = now;
-            return Some(false);
+            return Taken::Charged;
         }
         if self.tracked() >= self.options.max_tracked {
             self.sweep(now);
             if self.tracked() >= self.options.max_tracked {
-                return None;
+                return Taken::TableFull;
             }
         }
         // Two first failures of one key racing here both insert; only the first one creates.
@@ -234,7 +244,11 @@ impl Throttle {
                 updated: now,
             },
         );
-        Some(replaced.is_none())
+        if replaced.is_none() {
+            Taken::Created
+        } else {
+            Taken::Charged
+        }
     }
 
     /// Forgets the buckets that have refilled; at most once per [`SWEEP_INTERVAL`], so that a
