@@ -26,6 +26,8 @@ use crate::metrics as m;
 pub(crate) struct Conn {
     id: u64,
     io: IoRef,
+    /// The client's address (for the brute-force protection).
+    peer: Option<IpAddr>,
     worker: Rc<Worker>,
     connected: Cell<bool>,
     in_flight: Cell<u32>,
@@ -40,10 +42,9 @@ impl Conn {
         self.deadline.cancel();
     }
 
-    /// The client's address, if the socket tells. Asked only when the brute-force protection
-    /// needs it (as over HTTP): one `getpeername` fewer for most connections.
+    /// The client's address, if the socket tells.
     pub(crate) fn peer(&self) -> Option<IpAddr> {
-        self.io.query::<PeerAddr>().get().map(|addr| addr.0.ip())
+        self.peer
     }
 
     /// Counts a request as in flight until the guard drops (after its response is encoded), so
@@ -159,6 +160,7 @@ impl Worker {
         let conn = Rc::new(Conn {
             id,
             io: io.get_ref(),
+            peer: io.query::<PeerAddr>().get().map(|addr| addr.0.ip()),
             worker: self.clone(),
             connected: Cell::new(false),
             in_flight: Cell::new(0),
