@@ -56,13 +56,16 @@ for n in "$n1" "$n2"; do
 done
 python3 - "$work/callgrind.$n1" "$work/callgrind.$n2" "$((n2 - n1))" "${TOP:-25}" <<'PY'
 import re, subprocess, sys
+# One line of callgrind_annotate: an instruction count, its share, then the function.
+ROW = r"\s*([\d,]+) \([^)]*\)\s+(.*)"
+def annotate(path, *options):
+    return subprocess.run(["callgrind_annotate", "--auto=no", *options, path],
+                          capture_output=True, text=True, check=True).stdout
 def profile(path):
     """Own instructions per function, and the program's total."""
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", path],
-                          capture_output=True, text=True, check=True).stdout
     own, total = {}, None
-    for line in text.splitlines():
-        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*)", line)
+    for line in annotate(path, "--threshold=100").splitlines():
+        m = re.match(ROW, line)
         if not m:
             continue
         count = int(m[1].replace(",", ""))
@@ -74,11 +77,11 @@ def profile(path):
     return own, total
 def background(path):
     """Instructions of RocksDB's background threads (flushes, compactions), callees included."""
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=yes", path],
-                          capture_output=True, text=True, check=True).stdout
-    m = re.search(r"^\s*([\d,]+) \([^)]*\)\s+\S*rocksdb::ThreadPoolImpl::Impl::BGThreadWrapper",
-                  text, re.M)
-    return int(m[1].replace(",", "")) if m else 0
+    for line in annotate(path, "--inclusive=yes").splitlines():
+        m = re.match(ROW, line)
+        if m and "rocksdb::ThreadPoolImpl::Impl::BGThreadWrapper" in m[2]:
+            return int(m[1].replace(",", ""))
+    return 0
 (small, small_total), (big, big_total) = profile(sys.argv[1]), profile(sys.argv[2])
 n, top = int(sys.argv[3]), int(sys.argv[4])
 per_request = (big_total - small_total) / n

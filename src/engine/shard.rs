@@ -156,10 +156,10 @@ pub(crate) struct Shard {
 }
 
 /// Writes staged in the current batch, read before the store so that later messages of the
-/// same batch see earlier ones. `run` keeps one from batch to batch (emptied), so that its maps do not
-/// allocate and grow again for every batch, and hashed with foldhash (seeded per process):
-/// hashing and regrowing fresh SipHash maps was about 2% of a request's instructions. The keys
-/// come from clients, but a map never holds more than one batch.
+/// same batch see earlier ones. `run` keeps one from batch to batch (emptied), so that its maps
+/// do not allocate and grow again for every batch, and hashed with foldhash (seeded per
+/// process): hashing and regrowing fresh SipHash maps was about 2% of a request's instructions.
+/// The keys come from clients, but a map never holds more than one batch.
 #[derive(Default)]
 struct Overlay {
     devices: FoldHashMap<String, Option<DeviceRecord>>,
