@@ -31,40 +31,33 @@ echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosqui
 # a reusable port: that costs the *second* run's client, which would always be provisiond's.
 # So each run starts only once the previous connections have drained (settle, at most 75 s).
 rate() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['throughput_per_s']))" "$1"; }
-best_mosq=0; best_prov=0; best_base=0; best_bconn=0; at_mosq=none; at_prov=none; at_base=none; at_bconn=none
+declare -A best=() at=()
+# measure KEY LABEL ARGS...: one run of the load tester at $conc in flight, its summary printed
+# under LABEL, and the best rate of each KEY over the in-flight counts kept with its count.
+measure() {
+  local key=$1 label=$2 r; shift 2
+  settle "$label, $conc in flight"
+  "$lt" run --quiet --devices "$devices" --concurrency "$conc" --json "$work/$key-$conc.json" "$@" \
+    > "$work/$key-$conc.txt"
+  grep -E "throughput|latency|verified|error" "$work/$key-$conc.txt" | sed "s/^/$label, $conc in flight: /"
+  r=$(rate "$work/$key-$conc.json")
+  if [ "$r" -gt "${best[$key]:-0}" ]; then best[$key]=$r; at[$key]=$conc; fi
+}
+ratio() { python3 -c "print(f'ratio $1 = {$2/$3:.2f}')"; }
 for conc in "${concs[@]}"; do
-  settle "mosquitto, $conc in flight"
-  "$lt" run --quiet --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" --key k --secret s --no-verify \
-    --transport mqtt --mqtt-flow connect --devices "$devices" --concurrency "$conc" \
-    --json "$work/mosq-$conc.json" > "$work/mosq-$conc.txt"
-  settle "provisiond, $conc in flight"
-  "$lt" run --quiet --embedded --transport mqtt --devices "$devices" --concurrency "$conc" \
-    --json "$work/prov-$conc.json" > "$work/prov-$conc.txt"
-  grep -E "throughput|latency|verified|error" "$work/mosq-$conc.txt" | sed "s/^/mosquitto connect+disconnect, $conc in flight: /"
-  grep -E "throughput|latency|verified|error" "$work/prov-$conc.txt" | sed "s/^/provisiond full flow, $conc in flight:         /"
-  m=$(rate "$work/mosq-$conc.json"); p=$(rate "$work/prov-$conc.json")
-  if [ "$m" -gt "$best_mosq" ]; then best_mosq=$m; at_mosq=$conc; fi
-  if [ "$p" -gt "$best_prov" ]; then best_prov=$p; at_prov=$conc; fi
+  measure mosq "mosquitto connect+disconnect" --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" \
+    --key k --secret s --no-verify --transport mqtt --mqtt-flow connect
+  measure prov "provisiond full flow" --embedded --transport mqtt
   if [ "${BASELINE:-1}" != 0 ]; then
-    settle "baseline server, $conc in flight"
-    "$lt" run --quiet --embedded-baseline --transport mqtt --devices "$devices" --concurrency "$conc" \
-      --json "$work/base-$conc.json" > "$work/base-$conc.txt"
-    grep -E "throughput|latency|error" "$work/base-$conc.txt" | sed "s/^/baseline server full flow, $conc in flight:    /"
-    b=$(rate "$work/base-$conc.json")
-    if [ "$b" -gt "$best_base" ]; then best_base=$b; at_base=$conc; fi
-    settle "baseline server connect+disconnect, $conc in flight"
-    "$lt" run --quiet --embedded-baseline --transport mqtt --mqtt-flow connect --devices "$devices" \
-      --concurrency "$conc" --json "$work/bconn-$conc.json" > "$work/bconn-$conc.txt"
-    grep -E "throughput|latency|error" "$work/bconn-$conc.txt" | sed "s/^/baseline server connect+disconnect, $conc in flight: /"
-    b=$(rate "$work/bconn-$conc.json")
-    if [ "$b" -gt "$best_bconn" ]; then best_bconn=$b; at_bconn=$conc; fi
+    measure base "baseline server full flow" --embedded-baseline --transport mqtt
+    measure bconn "baseline server connect+disconnect" --embedded-baseline --transport mqtt --mqtt-flow connect
   fi
 done
-echo "best: mosquitto $best_mosq connects/s at $at_mosq in flight; provisiond $best_prov full flows/s at $at_prov in flight"
-python3 -c "print(f'ratio provisiond full flows/s / mosquitto connects/s, each at its best = {$best_prov/$best_mosq:.2f}')"
-if [ "$best_base" -gt 0 ]; then
-  echo "best: baseline server $best_base full flows/s at $at_base in flight, $best_bconn connects/s at $at_bconn in flight"
-  python3 -c "print(f'ratio baseline server connects/s / mosquitto connects/s (the same flow) = {$best_bconn/$best_mosq:.2f}')"
-  python3 -c "print(f'ratio baseline server full flows/s / mosquitto connects/s (the framework limit) = {$best_base/$best_mosq:.2f}')"
-  python3 -c "print(f'ratio provisiond / baseline server, full flows/s = {$best_prov/$best_base:.2f}')"
+echo "best: mosquitto ${best[mosq]} connects/s at ${at[mosq]} in flight; provisiond ${best[prov]} full flows/s at ${at[prov]} in flight"
+ratio "provisiond full flows/s / mosquitto connects/s, each at its best" "${best[prov]}" "${best[mosq]}"
+if [ "${BASELINE:-1}" != 0 ]; then
+  echo "best: baseline server ${best[base]} full flows/s at ${at[base]} in flight, ${best[bconn]} connects/s at ${at[bconn]} in flight"
+  ratio "baseline server connects/s / mosquitto connects/s (the same flow)" "${best[bconn]}" "${best[mosq]}"
+  ratio "baseline server full flows/s / mosquitto connects/s (the framework limit)" "${best[base]}" "${best[mosq]}"
+  ratio "provisiond / baseline server, full flows/s" "${best[prov]}" "${best[base]}"
 fi
