@@ -32,18 +32,35 @@ echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, $(mosqui
 # So each run starts only once the previous connections have drained (settle, at most 75 s).
 rate() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['throughput_per_s']))" "$1"; }
 declare -A best=() at=()
+failed=0
 # measure KEY LABEL ARGS...: one run of the load tester at $conc in flight, its summary printed
 # under LABEL, and the best rate of each KEY over the in-flight counts kept with its count.
+# A run that fails (nothing succeeded, or a credential not verified) is reported, kept out of
+# the best rates, and makes the script exit 1 at the end; the other runs still go ahead.
 measure() {
   local key=$1 label=$2 r; shift 2
   settle "$label, $conc in flight"
-  "$lt" run --quiet --devices "$devices" --concurrency "$conc" --json "$work/$key-$conc.json" "$@" \
-    > "$work/$key-$conc.txt"
+  if ! "$lt" run --quiet --devices "$devices" --concurrency "$conc" --json "$work/$key-$conc.json" "$@" \
+    > "$work/$key-$conc.txt" 2>&1; then
+    echo "$label, $conc in flight: FAILED (the load tester exited non-zero); its output ends:" >&2
+    tail -n 12 "$work/$key-$conc.txt" | sed "s/^/  /" >&2
+    failed=1
+    return
+  fi
   grep -E "throughput|latency|verified|error" "$work/$key-$conc.txt" | sed "s/^/$label, $conc in flight: /"
   r=$(rate "$work/$key-$conc.json")
   if [ "$r" -gt "${best[$key]:-0}" ]; then best[$key]=$r; at[$key]=$conc; fi
 }
-ratio() { python3 -c "print(f'ratio $1 = {$2/$3:.2f}')"; }
+# best_of KEY: "RATE at CONC in flight", or "no successful run".
+best_of() { if [ -n "${best[$1]:-}" ]; then echo "${best[$1]} at ${at[$1]} in flight"; else echo "no successful run"; fi; }
+# ratio LABEL KEY_A KEY_B: the best rate of A over that of B, when both have one.
+ratio() {
+  if [ -z "${best[$2]:-}" ] || [ -z "${best[$3]:-}" ]; then
+    echo "ratio $1: not measured ($(best_of "$2"), $(best_of "$3"))"
+  else
+    python3 -c "print(f'ratio $1 = {${best[$2]}/${best[$3]}:.2f}')"
+  fi
+}
 for conc in "${concs[@]}"; do
   measure mosq "mosquitto connect+disconnect" --server http://127.0.0.1:1 --mqtt "127.0.0.1:$port" \
     --key k --secret s --no-verify --transport mqtt --mqtt-flow connect
@@ -53,11 +70,12 @@ for conc in "${concs[@]}"; do
     measure bconn "baseline server connect+disconnect" --embedded-baseline --transport mqtt --mqtt-flow connect
   fi
 done
-echo "best: mosquitto ${best[mosq]} connects/s at ${at[mosq]} in flight; provisiond ${best[prov]} full flows/s at ${at[prov]} in flight"
-ratio "provisiond full flows/s / mosquitto connects/s, each at its best" "${best[prov]}" "${best[mosq]}"
+echo "best: mosquitto connects/s $(best_of mosq); provisiond full flows/s $(best_of prov)"
+ratio "provisiond full flows/s / mosquitto connects/s, each at its best" prov mosq
 if [ "${BASELINE:-1}" != 0 ]; then
-  echo "best: baseline server ${best[base]} full flows/s at ${at[base]} in flight, ${best[bconn]} connects/s at ${at[bconn]} in flight"
-  ratio "baseline server connects/s / mosquitto connects/s (the same flow)" "${best[bconn]}" "${best[mosq]}"
-  ratio "baseline server full flows/s / mosquitto connects/s (the framework limit)" "${best[base]}" "${best[mosq]}"
-  ratio "provisiond / baseline server, full flows/s" "${best[prov]}" "${best[base]}"
+  echo "best: baseline server full flows/s $(best_of base); connects/s $(best_of bconn)"
+  ratio "baseline server connects/s / mosquitto connects/s (the same flow)" bconn mosq
+  ratio "baseline server full flows/s / mosquitto connects/s (the framework limit)" base mosq
+  ratio "provisiond / baseline server, full flows/s" prov base
 fi
+exit "$failed"
