@@ -3,6 +3,7 @@
 //! exit non-zero.
 
 mod cli;
+mod cpu_check;
 mod native_heap;
 
 /// mimalloc instead of glibc malloc: per-thread free lists suit the request path, where one
@@ -68,6 +69,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Err(message) = cpu_check::check() {
+        eprintln!("provisiond: {message}");
+        return ExitCode::FAILURE;
+    }
     // Before any thread starts: RocksDB's freed memtables go back to the kernel (see the module).
     native_heap::bound_native_heap();
     let cli = Cli::parse();
