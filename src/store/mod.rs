@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
-    Options, WriteBatch, WriteOptions,
+    Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use std::collections::BTreeMap;
@@ -81,6 +81,10 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
+    /// Options of the shards' point reads, made once: `get_pinned_cf` creates and destroys a
+    /// default set through the C API on every call (about 270 instructions per read, two
+    /// reads per request).
+    point_read: ReadOptions,
     /// Whether writes currently succeed; see [`WriteHealth`].
     health: WriteHealth,
 }
@@ -232,6 +236,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             write_options,
+            point_read: ReadOptions::default(),
             health: WriteHealth::new(0),
         };
         store
@@ -293,7 +298,7 @@ impl Store {
     pub fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
         match self
             .db
-            .get_pinned_cf(self.cf(CF_DEVICES), name.as_bytes())?
+            .get_pinned_cf_opt(self.cf(CF_DEVICES), name.as_bytes(), &self.point_read)?
         {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
@@ -302,10 +307,11 @@ impl Store {
 
     /// The device that owns a credentials id, if any.
     pub fn credentials_owner(&self, credentials_id: &str) -> Result<Option<String>, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_CREDENTIALS), credentials_id.as_bytes())?
-        {
+        match self.db.get_pinned_cf_opt(
+            self.cf(CF_CREDENTIALS),
+            credentials_id.as_bytes(),
+            &self.point_read,
+        )? {
             Some(bytes) => Ok(Some(decode::<CredentialsOwner>(&bytes)?.device)),
             None => Ok(None),
         }

@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ntex::http::header::{self, HeaderValue};
 use ntex::http::{KeepAlive, StatusCode};
 use ntex::time::Seconds;
-use ntex::util::BytesMut;
+use ntex::util::{Bytes, BytesMut};
 use ntex::web::types::Payload;
 use ntex::web::{self, App, HttpRequest, HttpResponse};
 
@@ -178,7 +178,7 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
-) -> Result<BytesMut, BodyError> {
+) -> Result<Bytes, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -190,16 +190,29 @@ async fn read_body(
         }
         return Err(BodyError::TooLarge);
     }
-    let mut body = BytesMut::new();
+    // A request's body nearly always arrives in one chunk: that chunk is the body, uncopied.
+    // Only a body in several chunks is joined into a buffer of its own.
+    let mut single: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0;
     while let Some(chunk) = payload.recv().await {
         let chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if body.len() + chunk.len() > limit {
-            drain(&mut payload, body.len() + chunk.len()).await;
+        len += chunk.len();
+        if len > limit {
+            drain(&mut payload, len).await;
             return Err(BodyError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        match single.take() {
+            None if joined.is_empty() => single = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body)
+    Ok(single.unwrap_or_else(|| joined.freeze()))
 }
 
 /// Reads and discards the rest of a body, up to [`MAX_DRAIN_BYTES`] in all.
@@ -287,7 +300,7 @@ fn query(req: &HttpRequest) -> HashMap<String, String> {
     serde_urlencoded::from_str(req.query_string()).unwrap_or_default()
 }
 
-async fn admin_body(req: &HttpRequest, payload: Payload) -> Result<BytesMut, HttpResponse> {
+async fn admin_body(req: &HttpRequest, payload: Payload) -> Result<Bytes, HttpResponse> {
     read_body(req, payload, MAX_ADMIN_BODY_BYTES)
         .await
         .map_err(|e| {

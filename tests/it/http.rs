@@ -344,6 +344,74 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     assert_eq!(server.device_names("fleet").len(), 3);
 }
 
+#[test]
+fn a_body_in_several_pieces_is_joined_before_it_is_parsed() {
+    // The server takes a body that arrives in one piece as it is, and joins one that arrives
+    // in several: a Content-Length body written in two parts with a pause between them, then
+    // a chunked body of three chunks, then one that crosses the limit only in its last piece.
+    let server = TestServer::start();
+    let (key, secret) = server.profile("fleet", "ALLOW_CREATE_NEW_DEVICES", "RETURN_EXISTING");
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let body = request(&key, &secret, "in-two-parts").to_string();
+    let (first, second) = body.split_at(body.len() / 2);
+    write!(
+        stream,
+        "POST /api/v1/provision HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    pause();
+    stream.write_all(second.as_bytes()).unwrap();
+    let reply = read_response(&mut stream);
+    assert!(reply.contains(r#""status":"SUCCESS""#), "{reply}");
+
+    let body = request(&key, &secret, "in-three-chunks").to_string();
+    let (a, rest) = body.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    write!(
+        stream,
+        "POST /api/v1/provision HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for piece in [a, b, c] {
+        write!(stream, "{:x}\r\n{piece}\r\n", piece.len()).unwrap();
+        stream.flush().unwrap();
+        pause();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let reply = read_response(&mut stream);
+    assert!(reply.contains(r#""status":"SUCCESS""#), "{reply}");
+
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut big = request(&key, &secret, "too-big-in-pieces");
+    big["padding"] = json!("x".repeat(70_000));
+    let body = big.to_string();
+    stream
+        .write_all(
+            b"POST /api/v1/provision HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    for piece in body.as_bytes().chunks(20_000) {
+        write!(stream, "{:x}\r\n", piece.len()).unwrap();
+        stream.write_all(piece).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+        stream.flush().unwrap();
+        pause();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let reply = read_response(&mut stream);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+
+    assert_eq!(
+        server.device_names("fleet"),
+        vec!["in-three-chunks".to_string(), "in-two-parts".to_string()]
+    );
+}
+
 /// Reads one HTTP/1.1 response with a Content-Length body.
 fn read_response(stream: &mut TcpStream) -> String {
     let mut buf = Vec::new();

@@ -436,3 +436,22 @@ fn refusal_statuses_follow_spec_section_3() {
         assert_eq!(e.status(), Status::Failure, "{e:?}");
     }
 }
+
+#[test]
+fn device_name_rule_is_the_same_on_the_ascii_path_and_the_general_one() {
+    // ASCII names take a byte-wise path; the rule (at most 255 characters, no control
+    // character) must not depend on which path a name takes.
+    assert!(valid_device_name(&"x".repeat(255)));
+    assert!(!valid_device_name(&"x".repeat(256)));
+    assert!(valid_device_name(&"é".repeat(255)));
+    assert!(!valid_device_name(&"é".repeat(256)));
+    assert!(valid_device_name(&format!("{}é", "x".repeat(254))));
+    assert!(!valid_device_name(&format!("{}é", "x".repeat(255))));
+    for control in ['\u{0}', '\t', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}'] {
+        assert!(!valid_device_name(&format!("a{control}b")), "{control:?}");
+    }
+    assert!(valid_device_name(
+        "sensor 1 ~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./"
+    ));
+    assert!(valid_device_name("\u{a0}"));
+}
