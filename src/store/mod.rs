@@ -689,10 +689,9 @@ pub(crate) mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn rocksdb_computes_crc32c_in_hardware() {
-        // Every WAL record and table block is checksummed with CRC32C. RocksDB uses the CPU's
-        // crc32 instruction only when its C++ was compiled with SSE4.2 (.cargo/config.toml);
-        // otherwise lookup tables, about 1,000 instructions per provisioned device. It says
-        // which in its LOG.
+        // Every WAL record is checksummed with CRC32C. RocksDB uses the CPU's crc32 instruction
+        // only when its C++ was compiled with SSE4.2 (.cargo/config.toml); otherwise lookup
+        // tables, about 1,000 instructions per provisioned device. It says which in its LOG.
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &StoreOptions::default()).unwrap());
         let log = std::fs::read_to_string(dir.path().join("db").join("LOG")).unwrap();

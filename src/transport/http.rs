@@ -202,15 +202,14 @@ async fn read_body(
             drain(&mut payload, len).await;
             return Err(BodyError::TooLarge);
         }
-        match single.take() {
-            None if joined.is_empty() => single = Some(chunk),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&chunk);
-            }
+        if single.is_none() && joined.is_empty() {
+            single = Some(chunk);
+            continue;
         }
+        if let Some(earlier) = single.take() {
+            joined.extend_from_slice(&earlier);
+        }
+        joined.extend_from_slice(&chunk);
     }
     Ok(single.unwrap_or_else(|| joined.freeze()))
 }

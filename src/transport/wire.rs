@@ -274,19 +274,10 @@ pub fn outcome_json(result: &Result<Credentials, ProvisionError>) -> Cow<'static
 
 /// The SUCCESS body: keys in ThingsBoard's order, compact.
 pub fn success_json(credentials: &Credentials) -> String {
-    // Appended piece by piece into one buffer of the right size: `format!` around a value
-    // escaped into a String of its own cost about 1,000 instructions per response, serde's
-    // derive more (a map entry per field).
-    let value_len = match credentials {
-        Credentials::AccessToken { token } => token.len(),
-        Credentials::X509 { value } => value.len(),
-        Credentials::MqttBasic {
-            client_id,
-            user_name,
-            password,
-        } => client_id.len() + user_name.len() + password.len() + 40,
-    };
-    let mut out = String::with_capacity(value_len + 96);
+    // Appended piece by piece into one buffer: `format!` around a value escaped into a String
+    // of its own cost about 1,000 instructions per response, serde's derive more (a map entry
+    // per field). 128 bytes hold the body of a generated token.
+    let mut out = String::with_capacity(128);
     out.push_str(r#"{"credentialsValue":"#);
     match credentials {
         Credentials::AccessToken { token } => push_json_string(&mut out, token),
@@ -306,7 +297,7 @@ pub fn success_json(credentials: &Credentials) -> String {
 /// MQTT basic credentials as ThingsBoard writes them: keys `clientId`, `userName`, `password`,
 /// in that order.
 pub fn mqtt_basic_json(client_id: &str, user_name: &str, password: &str) -> String {
-    let mut out = String::with_capacity(client_id.len() + user_name.len() + password.len() + 40);
+    let mut out = String::new();
     push_mqtt_basic_json(&mut out, client_id, user_name, password);
     out
 }
