@@ -68,11 +68,23 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    if let Err(message) = cpu_check::check() {
-        eprintln!("provisiond: {message}");
-        return ExitCode::FAILURE;
+/// The CPU check runs as the program's first static initializer (priority 101; std's own is
+/// 99), before `main` and before RocksDB's C++ initializers: compiled with SSE4.1, those stop a
+/// CPU without it with SIGILL before `main` could say why.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[used]
+#[unsafe(link_section = ".init_array.00101")]
+static CHECK_CPU_FIRST: extern "C" fn() = {
+    extern "C" fn check_cpu_first() {
+        if !cpu_check::check_and_report() {
+            // Nothing else is initialized yet, so nothing is left to run or flush.
+            unsafe { libc::_exit(1) }
+        }
     }
+    check_cpu_first
+};
+
+fn main() -> ExitCode {
     // Before any thread starts: RocksDB's freed memtables go back to the kernel (see the module).
     native_heap::bound_native_heap();
     let cli = Cli::parse();

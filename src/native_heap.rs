@@ -1,8 +1,8 @@
 //! glibc malloc settings for RocksDB's own allocations. mimalloc serves Rust's allocations only;
 //! RocksDB (C++) allocates through glibc, whose defaults let a server that had provisioned 10M
 //! devices reach 533 MiB, against 435 MiB with this setting (BENCHMARKS.md, session 9).
-//! It lives in the binary because the library forbids unsafe code; these FFI calls are
-//! provisiond's only unsafe code (its dependencies aside).
+//! It lives in the binary because the library forbids unsafe code; these FFI calls and the CPU
+//! check's `_exit` (`main.rs`) are provisiond's only unsafe code (its dependencies aside).
 
 /// Blocks from this size up are mmapped, so their memory goes back to the kernel when freed.
 ///

@@ -7,6 +7,8 @@ mod admin;
 mod args;
 mod baseline;
 mod client;
+#[path = "../../src/cpu_check.rs"]
+mod cpu_check;
 mod embedded;
 mod fleet;
 mod html;
@@ -19,6 +21,9 @@ mod told;
 use clap::Parser;
 
 fn main() {
+    if !cpu_check::check_and_report() {
+        std::process::exit(2);
+    }
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Run(run_args) => run::run(*run_args),

@@ -278,3 +278,23 @@ fn bad_flags_are_refused_with_one_clear_line() {
         );
     }
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_cpu_without_the_build_features_gets_one_line_naming_them() {
+    // QEMU's user-mode emulation of its qemu64 model: no SSE4, no PCLMULQDQ.
+    let output = Command::new("qemu-x86_64")
+        .args(["-cpu", "qemu64", env!("CARGO_BIN_EXE_loadtest"), "--help"])
+        .output()
+        .expect("qemu-x86_64 runs (Debian package qemu-user)");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(
+            "loadtest: this CPU lacks pclmulqdq, ssse3, sse4.1, sse4.2, popcnt, which this build uses"
+        ),
+        "{text}"
+    );
+}

@@ -260,3 +260,48 @@ fn generated_admin_token_is_private_printed_once_and_never_logged() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The binary under QEMU's user-mode emulation of an older CPU model.
+#[cfg(target_arch = "x86_64")]
+fn run_on_cpu(model: &str) -> Output {
+    Command::new("qemu-x86_64")
+        .args(["-cpu", model])
+        .arg(binary())
+        .arg("--version")
+        .output()
+        .expect("qemu-x86_64 runs (Debian package qemu-user)")
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_cpu_without_the_build_features_gets_one_line_naming_them() {
+    // qemu64 has neither SSE4 nor PCLMULQDQ: without the check, RocksDB's static initializers
+    // (compiled with SSE4.1) would stop the program with SIGILL before `main`.
+    let output = run_on_cpu("qemu64");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(
+            "provisiond: this CPU lacks pclmulqdq, ssse3, sse4.1, sse4.2, popcnt, which this build uses"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("RUSTFLAGS=\"-C target-cpu=native\""),
+        "{text}"
+    );
+
+    // Nehalem has SSE4.2 but no PCLMULQDQ; Westmere, one generation later, has both.
+    let output = run_on_cpu("Nehalem");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("provisiond: this CPU lacks pclmulqdq, which"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run_on_cpu("Westmere");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("provisiond "));
+}
